@@ -6,12 +6,15 @@ with no scale every µm or cm² quantity is ``None``.
 
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Literal
+
+import numpy as np
 
 from .errors import CalibrationError
 
@@ -20,9 +23,16 @@ __all__ = [
     "DeviceProfile",
     "MIN_UM_PER_PX",
     "MAX_UM_PER_PX",
+    "ScaleBar",
     "device_profiles",
+    "find_scale_bar",
+    "find_scale_bar_gray",
+    "drawn_lines_mask",
+    "read_scale_bar",
     "resolve_calibration",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Plausible range of trichoscopy scales. 0.5 µm/px is beyond any dermatoscope's optics,
 #: 50 µm/px would make a 60 µm terminal hair about one pixel wide.
@@ -159,3 +169,431 @@ def resolve_calibration(calibration: float | str | Calibration | None) -> Calibr
         profile = profiles[calibration]
         return Calibration(profile.um_per_px, "profile", device=profile.name)
     return Calibration(validate_um_per_px(calibration), "given")
+
+
+# --- Reading a burned-in scale bar -------------------------------------------------------
+
+#: Scale-bar styles recognised in photos, with the physical length their label states.
+#: Labels cannot be read without OCR, so each style's length is a documented assumption:
+#:
+#: ``"l-corner"``: two thin perpendicular lines of equal length meeting at a corner (an "L"),
+#: with a dark label box holding light text just past the free end of the horizontal arm,
+#: as the FDU/BSRL trichoscope software draws it in the bottom-left corner of its photos; its
+#: label reads "1.0 mm" in every FDU image inspected, so the arms are taken as 1.0 mm.
+#:
+#: A red measuring circle (FDU) states its *area* in mm² in a label; without OCR it gives no
+#: scale, so it is only masked out of the field (see ``trichoscan.preprocess``), never read.
+SCALE_BAR_STYLES: dict[str, float] = {"l-corner": 1.0}
+
+_LINE_OFFSET = 3  # px above/below (left/right of) a line pixel that must be background
+_LINE_CONTRAST = 0.12  # line vs both sides, in 0..1 brightness
+_LINE_MAX_THICK = 6  # px; drawn lines are 1-3 px (2x upsampled: 2-4)
+_LINE_MAX_STD = 0.06  # drawn lines have one colour; hairs and skin do not
+_PIECE_MIN_LEN = 12  # px; shorter pieces of line are not trusted
+_ARM_RATIO_TOL = 0.015  # equal arms within 1.5 % (FDU: 360 vs 362 px); a hidden end differs more
+_CORNER_TOL = 6  # px between the two arms' ends at the corner
+_END_REFINE_PX = 4  # the free end is moved at most this far (JPEG blur), never onto a hair
+
+
+@dataclass(frozen=True)
+class ScaleBar:
+    """A scale bar found in a photo.
+
+    Attributes
+    ----------
+    style : str
+        Key of :data:`SCALE_BAR_STYLES`.
+    length_px : float
+        Length of the bar in pixels (mean of both arms of an "L").
+    length_mm : float
+        Physical length the style's label states.
+    horizontal_px, vertical_px : float
+        Lengths of the two arms (equal within 1.5 %; a check on square pixels).
+    regions : tuple of (y0, y1, x0, x1)
+        Rectangles (half-open) covering the bar and its label, to mask from the field.
+    """
+
+    style: str
+    length_px: float
+    length_mm: float
+    horizontal_px: float
+    vertical_px: float
+    regions: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def um_per_px(self) -> float:
+        """Micrometres per pixel implied by the bar."""
+        return 1000.0 * self.length_mm / self.length_px
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Bool mask of ``shape`` covering the bar and its label."""
+        out = np.zeros(shape, bool)
+        for y0, y1, x0, x1 in self.regions:
+            out[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+        return out
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A thin straight one-colour line: row (col) ``pos``, extent ``lo..hi`` inclusive."""
+
+    pos: float
+    lo: int
+    hi: int
+    thick: int
+    level: float  # mean brightness of the line in the analysed image
+
+    @property
+    def length(self) -> int:
+        return self.hi - self.lo + 1
+
+
+def _thin_lines(d: np.ndarray, vertical: bool, min_len: int) -> list[_Line]:
+    """Thin, straight, one-colour dark lines in ``d`` (horizontal, or vertical if asked).
+
+    Pieces of one line interrupted by something as dark as the line (a hair under the
+    drawn line hides its contrast) are joined.
+    """
+    o = _LINE_OFFSET
+    if vertical:
+        d = d.T  # a view; only the candidate bands get copied
+    h, w = d.shape
+    if h <= 2 * o:
+        return []
+    centre = d[o:-o]
+    resp = np.zeros((h, w), bool)
+    resp[o:-o] = (d[: -2 * o] - centre > _LINE_CONTRAST) & (d[2 * o :] - centre > _LINE_CONTRAST)
+    # Only rows holding enough line pixels can hold a bar: label those bands alone
+    # (labelling the whole image would cost more than everything else here).
+    cand = np.count_nonzero(resp, axis=1) >= 0.3 * min_len
+    if not cand.any():
+        return []
+    band = np.convolve(cand, np.ones(2 * _LINE_MAX_THICK + 1), mode="same") > 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], band.view(np.int8), [0]))))
+    lines: list[_Line] = []
+    for r0, r1 in zip(edges[::2], edges[1::2], strict=True):
+        sub_d = np.ascontiguousarray(d[r0:r1])
+        sub_r = np.ascontiguousarray(resp[r0:r1]).view(np.uint8)
+        pieces = _pieces_in_band(sub_d, sub_r, int(r0))
+        lines.extend(ln for ln in _join_pieces(pieces, d) if ln.length >= min_len)
+    return lines
+
+
+def _pieces_in_band(d: np.ndarray, resp: np.ndarray, r0: int) -> list[_Line]:
+    """Thin one-colour horizontal pieces of line in a band of rows starting at ``r0``."""
+    import cv2
+
+    # Bridge a few missing pixels (JPEG) along the line.
+    resp = cv2.morphologyEx(resp, cv2.MORPH_CLOSE, np.ones((1, 7), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(resp, connectivity=8)
+    pieces = []
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if bw < _PIECE_MIN_LEN or bh > _LINE_MAX_THICK or area < 0.9 * bw:
+            continue
+        sel = labels[y : y + bh, x : x + bw] == i
+        # The line's core is the darkest pixel of each column; anti-aliased fringe rows
+        # would otherwise make a uniform line look mottled.
+        sub = np.where(sel, d[y : y + bh, x : x + bw], np.inf)
+        core_row = np.argmin(sub, axis=0)
+        core = sub[core_row, np.arange(bw)]
+        ok = np.isfinite(core)
+        vals = core[ok]
+        if vals.size < 0.9 * bw or float(np.std(vals)) > _LINE_MAX_STD:
+            continue
+        pos = float(r0 + y + core_row[ok].mean())
+        pieces.append(_Line(pos, int(x), int(x + bw - 1), int(bh), float(vals.mean())))
+    return pieces
+
+
+def _join_pieces(pieces: list[_Line], d: np.ndarray) -> list[_Line]:
+    """Join collinear pieces of one drawn line across gaps where it lost its contrast.
+
+    A line drawn over a dark hair keeps its own colour there but loses the contrast that
+    detects it; so a gap is bridged when (nearly) every pixel along it has the line's colour.
+    """
+    out: list[_Line] = []
+    for p in sorted(pieces, key=lambda p: p.lo):
+        for k, prev in enumerate(out):
+            if (
+                abs(prev.pos - p.pos) > 1.5
+                or abs(prev.level - p.level) > _LINE_CONTRAST / 2
+                or p.lo <= prev.hi
+            ):
+                continue
+            row = d[int(round(prev.pos)), prev.hi + 1 : p.lo]
+            same = np.abs(row - (prev.level + p.level) / 2) <= _LINE_CONTRAST * 0.6
+            if row.size and float(np.mean(same)) < 0.9:
+                continue
+            n0, n1 = prev.length, p.length
+            out[k] = _Line(
+                (prev.pos * n0 + p.pos * n1) / (n0 + n1),
+                prev.lo,
+                p.hi,
+                max(prev.thick, p.thick),
+                (prev.level * n0 + p.level * n1) / (n0 + n1),
+            )
+            break
+        else:
+            out.append(p)
+    return out
+
+
+def _refine_end(d: np.ndarray, line: _Line, start: int, step: int, vertical: bool) -> int:
+    """Move a free end outwards over the line's JPEG-softened last pixels (a few px at most)."""
+    idx = int(round(line.pos))
+    prof = d[:, idx] if vertical else d[idx]
+    i, n = start, prof.shape[0]
+    for _ in range(_END_REFINE_PX):
+        if 0 <= i + step < n and prof[i + step] <= line.level + _LINE_CONTRAST / 2:
+            i += step
+        else:
+            break
+    return i
+
+
+def _has_label(gray: np.ndarray, y: float, x_free: int, direction: int, length: float):
+    """Rectangle of a label (dark box with light text) just past a bar's free end, or None.
+
+    Checked, not read: the strip past the end must be darker than the skin above it (the
+    box) and hold a moderate share of pixels much brighter than both (the text).
+    """
+    h, w = gray.shape
+    y0, y1 = int(y - 0.09 * length), int(y + 0.04 * length)
+    if direction > 0:
+        x0, x1 = int(x_free + 0.05 * length), int(x_free + 0.35 * length)
+    else:
+        x0, x1 = int(x_free - 0.35 * length), int(x_free - 0.05 * length)
+    sy0 = int(y - 0.25 * length)  # skin reference above the box
+    if min(y0, x0, sy0) < 0 or y1 > h or x1 > w or y1 - y0 < 6 or x1 - x0 < 10:
+        return None
+    box = gray[y0:y1, x0:x1]
+    skin = float(np.median(gray[sy0:y0, x0:x1]))
+    box_level = float(np.median(box))
+    if box_level > skin - 0.08:
+        return None
+    text = np.mean(box > max(box_level + 0.35, min(0.8, skin + 0.2)))
+    if not 0.03 <= text <= 0.45:
+        return None
+    pad = int(0.04 * length) + 2
+    return (y0 - pad, y1 + pad, x0 - pad, x1 + pad)
+
+
+def find_scale_bar(rgb: np.ndarray) -> ScaleBar | None:
+    """Locate a recognised burned-in scale bar (see :data:`SCALE_BAR_STYLES`).
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        Float32 RGB (H, W, 3) in [0, 1].
+
+    Returns
+    -------
+    ScaleBar or None
+        ``None`` when no bar of a known style is found. Built to avoid false positives: a
+        bar needs two thin, straight, one-colour lines of equal length meeting at a corner,
+        free ends that continue into nothing (not a drawn rectangle), and a label box with
+        text at the free end of the horizontal arm.
+    """
+    import cv2
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        return None
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    return find_scale_bar_gray(gray)
+
+
+def find_scale_bar_gray(gray: np.ndarray) -> ScaleBar | None:
+    """:func:`find_scale_bar` on a float32 luminance image in [0, 1]."""
+    if gray.ndim != 2 or min(gray.shape) < 64:
+        return None
+    min_len = max(40, int(0.05 * min(gray.shape)))
+    # Only the documented style: dark lines. (Light bars exist on other devices, but without
+    # a known label convention they could not be given a length anyway.)
+    horiz = _thin_lines(gray, False, min_len)
+    if not horiz:
+        return None
+    vert = _thin_lines(gray, True, min_len)
+    for hl in horiz:
+        for vl in vert:
+            bar = _match_l(gray, gray, hl, vl)
+            if bar is not None:
+                return bar
+    return None
+
+
+def _match_l(gray: np.ndarray, d: np.ndarray, hl: _Line, vl: _Line) -> ScaleBar | None:
+    """An "L" scale bar from a horizontal and a vertical line, or None."""
+    if abs(hl.level - vl.level) > _LINE_CONTRAST / 2:
+        return None  # drawn in one colour
+    # Corner: one end of the vertical arm on the horizontal arm's row, and one end of the
+    # horizontal arm on the vertical arm's column.
+    at_bottom = _reaches(d, vl, vl.hi, hl.pos, True)
+    at_top = _reaches(d, vl, vl.lo, hl.pos, True)
+    at_left = _reaches(d, hl, hl.lo, vl.pos, False)
+    at_right = _reaches(d, hl, hl.hi, vl.pos, False)
+    if not ((at_bottom or at_top) and (at_left or at_right)):
+        return None
+    # Each arm runs from the outer edge of the other arm to its own free end.
+    outer = max(hl.thick, vl.thick) / 2
+    if at_left:
+        x_free = _refine_end(d, hl, hl.hi, +1, False)
+        h_len = x_free + 0.5 - (vl.pos - outer)
+        direction = +1
+    else:
+        x_free = _refine_end(d, hl, hl.lo, -1, False)
+        h_len = (vl.pos + outer) - (x_free - 0.5)
+        direction = -1
+    if at_top:
+        y_free = _refine_end(d, vl, vl.hi, +1, True)
+        v_len = y_free + 0.5 - (hl.pos - outer)
+    else:
+        y_free = _refine_end(d, vl, vl.lo, -1, True)
+        v_len = (hl.pos + outer) - (y_free - 0.5)
+    if h_len <= 0 or v_len <= 0 or abs(h_len / v_len - 1) > _ARM_RATIO_TOL:
+        return None
+    if _continues(d, hl, x_free, True) or _continues(d, vl, y_free, False):
+        return None  # a free end turning into another line: a drawn frame, not a bar
+    label = _has_label(gray, hl.pos, x_free, direction, h_len)
+    if label is None:
+        return None
+    pad = 4
+    regions = (
+        (
+            int(hl.pos) - pad - hl.thick,
+            int(hl.pos) + pad + hl.thick + 1,
+            min(hl.lo, x_free) - pad,
+            max(hl.hi, x_free) + pad + 1,
+        ),
+        (
+            min(vl.lo, y_free) - pad,
+            max(vl.hi, y_free) + pad + 1,
+            int(vl.pos) - pad - vl.thick,
+            int(vl.pos) + pad + vl.thick + 1,
+        ),
+        label,
+    )
+    length_px = round((h_len + v_len) / 2, 1)
+    logger.debug("scale bar: L %.1f x %.1f px, label %s", h_len, v_len, label)
+    return ScaleBar(
+        "l-corner",
+        length_px,
+        SCALE_BAR_STYLES["l-corner"],
+        round(h_len, 1),
+        round(v_len, 1),
+        regions,
+    )
+
+
+def _reaches(d: np.ndarray, line: _Line, end: int, target: float, vertical: bool) -> bool:
+    """Whether ``line``'s ``end`` reaches ``target`` (the other arm): directly, or through
+    pixels of the line's own colour (the line drawn over a dark hair that hid its contrast).
+    """
+    gap = target - end
+    if abs(gap) <= _CORNER_TOL:
+        return True
+    if abs(gap) > 0.3 * line.length:
+        return False
+    lo, hi = sorted((end, int(round(target))))
+    idx = int(round(line.pos))
+    run = d[lo:hi, idx] if vertical else d[idx, lo:hi]
+    if run.size == 0:
+        return False
+    return float(np.mean(np.abs(run - line.level) <= _LINE_CONTRAST * 0.6)) >= 0.9
+
+
+def _continues(d: np.ndarray, line: _Line, free: int, horizontal: bool) -> bool:
+    """Whether a perpendicular line of the same colour leaves the free end (a frame)."""
+    o = _LINE_OFFSET + 6
+    if horizontal:
+        idx, lo, hi = int(round(line.pos)), free - 1, free + 2
+        above = d[max(0, idx - 4 * o) : max(0, idx - o), max(0, lo) : hi]
+        below = d[idx + o : idx + 4 * o, max(0, lo) : hi]
+    else:
+        idx, lo, hi = int(round(line.pos)), free - 1, free + 2
+        above = d[max(0, lo) : hi, max(0, idx - 4 * o) : max(0, idx - o)].T
+        below = d[max(0, lo) : hi, idx + o : idx + 4 * o].T
+    for side in (above, below):
+        if side.size and np.all(side.min(axis=1) <= line.level + _LINE_CONTRAST / 2):
+            return True
+    return False
+
+
+def drawn_lines_mask(gray: np.ndarray) -> np.ndarray:
+    """Mask of drawn straight lines of any style (scale bars whose label cannot be read).
+
+    Used to keep overlays out of the analysed field even when :func:`find_scale_bar` does
+    not recognise the style. A drawn line is dark or light, one colour, 1-3 px thick,
+    exactly horizontal or vertical and at least a tenth of the short image side long — a
+    combination hairs practically never show. Where two such lines form an "L", the region
+    past the horizontal arm's free end (where bars put their label) is masked too.
+
+    Parameters
+    ----------
+    gray : numpy.ndarray
+        Float32 luminance (H, W) in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool (H, W).
+    """
+    h, w = gray.shape
+    out = np.zeros((h, w), bool)
+    if min(h, w) < 64:
+        return out
+    min_len = max(40, int(0.1 * min(h, w)))
+    pad = 3
+    for d in (gray, 1.0 - gray):
+        horiz = [ln for ln in _thin_lines(d, False, min_len) if ln.thick <= 3]
+        vert = [ln for ln in _thin_lines(d, True, min_len) if ln.thick <= 3]
+        for ln in horiz:
+            y = int(round(ln.pos))
+            out[max(0, y - pad - 1) : y + pad + 2, max(0, ln.lo - pad) : ln.hi + pad + 1] = True
+        for ln in vert:
+            x = int(round(ln.pos))
+            out[max(0, ln.lo - pad) : ln.hi + pad + 1, max(0, x - pad - 1) : x + pad + 2] = True
+        for hl in horiz:
+            for vl in vert:
+                left = _reaches(d, hl, hl.lo, vl.pos, False)
+                right = _reaches(d, hl, hl.hi, vl.pos, False)
+                if not (left or right) or not (
+                    _reaches(d, vl, vl.hi, hl.pos, True) or _reaches(d, vl, vl.lo, hl.pos, True)
+                ):
+                    continue
+                n = hl.length
+                y0, y1 = int(hl.pos - 0.12 * n), int(hl.pos + 0.06 * n) + 1
+                if left:
+                    x0, x1 = hl.hi, int(hl.hi + 0.45 * n) + 1
+                else:
+                    x0, x1 = int(hl.lo - 0.45 * n), hl.lo + 1
+                out[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+    return out
+
+
+def read_scale_bar(rgb: np.ndarray) -> Calibration | None:
+    """Read the image scale from a burned-in scale bar, if the photo carries one.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        Float32 RGB (H, W, 3) in [0, 1] (as from :func:`trichoscan.io.read_image`).
+
+    Returns
+    -------
+    Calibration or None
+        ``Calibration(um_per_px, source="photo", detail="scale bar 1.0 mm = N px")``, or
+        ``None`` when no bar of a recognised style is found (the caller then needs a given
+        scale or a device profile; the scale is never guessed). A bar implying a scale
+        outside the plausible range also gives ``None`` (logged).
+    """
+    bar = find_scale_bar(rgb)
+    if bar is None:
+        return None
+    try:
+        um = validate_um_per_px(bar.um_per_px)
+    except CalibrationError:
+        logger.warning("scale bar found but implies %.3f µm/px; ignored", bar.um_per_px)
+        return None
+    detail = f"scale bar {bar.length_mm:.1f} mm = {bar.length_px:.1f} px ({bar.style})"
+    return Calibration(round(um, 4), "photo", detail=detail)

@@ -6,11 +6,19 @@ mask -> skeleton -> junctions/endpoints -> branches -> hairs (crossings resolved
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .calibration import validate_um_per_px
+from .errors import InputError
+
 __all__ = ["HairTable", "count_hairs"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,9 +140,1215 @@ class HairTable:
         )
 
 
+# --------------------------------------------------------------------------------------
+# Algorithm constants (the plain-Python reference in benchmarks/reference_count.py uses
+# the same values; change both together).
+# --------------------------------------------------------------------------------------
+
+#: Branches are paired across a junction only when their directions deviate from a straight
+#: continuation by at most this many degrees.
+PAIR_MAX_DEVIATION_DEG = 45.0
+#: Weight of the relative width difference in the pairing cost, in degrees per unit.
+PAIR_WIDTH_WEIGHT_DEG = 30.0
+#: An internal branch joins its two junction clusters when its pixel count is at most this
+#: factor times the sum of the clusters' radii (their inscribed discs overlap).
+MERGE_FACTOR = 1.0
+#: ... or, for the bridge between the two halves of a shallow X crossing, at most this factor
+#: when the other two ends of each cluster continue straight (<= 45 deg) and in line (lateral
+#: offset <= the larger radius) into the other cluster's ends.
+BRIDGE_MAX_FACTOR = 8.0
+#: A terminal branch is a spur when its pixel count is below this factor times the radius
+#: of its junction zone (i.e. shorter than about one local width).
+SPUR_FACTOR = 2.0
+#: A path without a junction is split where it turns by more than this (a V's apex).
+SPLIT_TURN_DEG = 45.0
+#: Half-window (points) of the moving average that smooths centre lines before measuring.
+SMOOTH_HALF_WINDOW = 3
+#: A hair ending on another hair joins that hair's unit when the other hair's stretch from
+#: the junction to its nearer end is at most this many of its widths (a Y's short stem).
+STEM_MAX_WIDTHS = 6.0
+#: Bundles: ratio cut-offs of width / typical terminal width for 2 and 3 hairs.
+BUNDLE_RATIO_2 = 1.6
+BUNDLE_RATIO_3 = 2.5
+#: Fewest hairs (length >= BUNDLE_MIN_ELONGATION widths) needed to estimate the typical width.
+BUNDLE_MIN_HAIRS = 4
+BUNDLE_MIN_ELONGATION = 3.0
+#: Tip offsets: step (px) of the ray cast from a free end to the hair's tip.
+TIP_STEP = 1.0
+TIP_FINE = 4
+
+_OFFSETS8 = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
 def count_hairs(mask: np.ndarray, *, um_per_px: float | None = None) -> HairTable:
     """Find hair instances in a binary mask and measure their length and width.
 
-    (Implementation in progress by the counting-core work.)
+    Parameters
+    ----------
+    mask : (H, W) array of bool or 0/1 numbers
+        Hair mask, foreground = hair.
+    um_per_px : float, optional
+        Scale; when given, the table's µm columns are available.
+
+    Returns
+    -------
+    HairTable
+        One row per hair, sorted by end a (row, then column).
+
+    Raises
+    ------
+    InputError
+        If the mask is not 2-D, not binary, or has no background pixel at all.
+
+    Notes
+    -----
+    The algorithm, exactly (the plain-Python reference follows the same text):
+
+    1. Skeleton: :func:`skimage.morphology.skeletonize`. Distance ``D``: exact Euclidean
+       distance of each pixel centre to the nearest background pixel in the image (the image
+       border is not background, so hairs cut by the border keep their width).
+    2. Skeleton pixels with >= 3 skeleton 8-neighbours are junction pixels; their
+       8-connected groups are junction clusters. The other skeleton pixels form branches
+       (8-connected; each is a simple path or an isolated cycle). Branch and cluster ids
+       follow the raster order of their first pixel.
+    3. A branch end attaches to the cluster of an adjacent junction pixel. Cluster radius
+       ``R`` = max ``D`` over its pixels. An internal branch (both ends attached) with at
+       most ``MERGE_FACTOR * (R1 + R2)`` pixels (``2 R`` when both ends touch one cluster)
+       is absorbed and its clusters merged (one union-find pass on the original radii).
+    4. A terminal branch (one end attached, one free) with fewer than ``SPUR_FACTOR * R``
+       pixels is a spur and pruned; if that would prune every branch of a cluster, the
+       longest is kept.
+    5. At each cluster, ends are paired greedily by the cost ``deviation + 30 * relative
+       width difference``, where deviation is the angle (deg) between one end's outward
+       tangent and the reverse of the other's, only when deviation <= 45 deg. The tangent of
+       an end uses the branch points ``k0 = ceil(r)`` and ``k1 = k0 + ceil(4 r)`` from the end
+       (clipped to the branch), ``r`` being the branch's mean ``D``.
+    6. Chains of paired branches are hairs. A path passing or ending at a cluster includes
+       the cluster's centre (mean of its junction pixels). Paths are smoothed by a moving
+       average (half-window 3, shrinking symmetrically at open ends); the length is the
+       smoothed polyline plus, at each free tip, ``max(D - 0.5, 0)`` of the tip pixel (``R -
+       0.5`` at a cluster that only this hair touches at its end).
+    7. Every mask pixel goes to its nearest skeleton pixel (ties: smallest raster index).
+       Skeleton pixels of a cluster that two or more hairs touch are the junction zone:
+       their pixels count for no hair's width. Width = assigned area / the length share of
+       the hair's owned path points. Width SD: SD of ``2 D`` at the hair's skeleton points,
+       away (``ceil(width / 2)`` points) from its ends and junctions.
+    8. Units: hairs ending at one cluster share a unit; a hair ending on another hair whose
+       nearer end is at most ``STEM_MAX_WIDTHS`` of its widths away (a Y's stem) joins it.
+    9. Bundles: the typical terminal width ``W`` is the median width of the upper half (by
+       width) of the elongated hairs (length >= 3 widths), when there are at least 4 such
+       hairs; a hair of width ``w`` stands for 2 hairs when ``w / W >= 1.6`` and 3 when
+       ``w / W >= 2.5``.
     """
-    raise NotImplementedError
+    return _count_hairs_staged(mask, um_per_px, None)
+
+
+def _count_hairs_staged(
+    mask: np.ndarray, um_per_px: float | None, stages: dict[str, float] | None
+) -> HairTable:
+    """:func:`count_hairs`, recording each stage's wall time (s) in ``stages`` when given.
+
+    Stages: ``skeleton``, ``distance`` (both distance transforms), ``graph`` (junctions,
+    branches, ordering), ``topology`` (merging, spurs, pairing, chains) and ``measure``.
+    """
+    clock = time.perf_counter
+    t0 = clock()
+    m = _validate_mask(mask)
+    if um_per_px is not None:
+        um_per_px = validate_um_per_px(um_per_px)
+    if not m.any():
+        return HairTable.empty(m.shape, um_per_px)
+    if m.all():
+        raise InputError(
+            "the mask is entirely foreground: no hair shapes can be separated; "
+            "check the segmentation (is the mask inverted?)"
+        )
+    from skimage.morphology import skeletonize  # heavy import, only when counting
+
+    skel = skeletonize(m.view(bool)).view(np.uint8)
+    t1 = clock()
+    dist = _ExactDistance(m)
+    near_d2 = _skeleton_distance2(skel, m)
+    t2 = clock()
+    graph = _skeleton_graph(skel)
+    t3 = clock()
+    topo = _resolve_topology(graph, dist)
+    hairs = _build_hairs(graph, topo)
+    t4 = clock()
+    table = _measure(m, skel, dist, near_d2, graph, topo, hairs, um_per_px)
+    t5 = clock()
+    if stages is not None:
+        stages.update(
+            skeleton=t1 - t0, distance=t2 - t1, graph=t3 - t2, topology=t4 - t3, measure=t5 - t4
+        )
+    logger.debug("count_hairs: %d hairs on a %dx%d mask", len(table), *m.shape)
+    return table
+
+
+def _validate_mask(mask: np.ndarray) -> np.ndarray:
+    """Return ``mask`` as a C-contiguous uint8 0/1 array, or raise :class:`InputError`."""
+    if not isinstance(mask, np.ndarray):
+        raise InputError(f"mask must be a NumPy array, got {type(mask).__name__}")
+    if mask.ndim != 2:
+        raise InputError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    if mask.shape[0] < 1 or mask.shape[1] < 1:
+        raise InputError(f"mask must not be empty, got shape {mask.shape}")
+    if mask.dtype == bool:
+        return np.ascontiguousarray(mask, dtype=np.uint8)
+    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
+        raise InputError(f"mask must be bool or 0/1 numbers, got dtype {mask.dtype}")
+    if not np.isin(mask, (0, 1)).all():
+        raise InputError("mask must be binary: bool or numbers that are all 0 or 1")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+class _ExactDistance:
+    """Exact Euclidean distance to the background, converted where it is read.
+
+    OpenCV's precise transform is exact but float32. Squared distances are integers, so
+    rounding them gives the exact float64 value (and makes ties compare equal). Converting
+    only the gathered values keeps the full-image array at 4 bytes per pixel.
+    """
+
+    def __init__(self, m: np.ndarray) -> None:
+        import cv2
+
+        self._d = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).ravel()
+
+    def __getitem__(self, idx):
+        v = self._d[idx].astype(np.float64)
+        return np.sqrt(np.rint(v * v))
+
+
+@dataclass
+class _Graph:
+    """Skeleton graph: branches (ordered pixel runs) and junction clusters."""
+
+    shape: tuple[int, int]
+    order: np.ndarray  # flat pixel indices of all branches, each branch in path order
+    offsets: np.ndarray  # (nb + 1,) start of each branch in ``order``
+    is_cycle: np.ndarray  # (nb,) bool
+    end_cluster: np.ndarray  # (nb, 2) cluster id attached to end 0 / end 1, -1 if free
+    cluster_pixels: np.ndarray  # flat indices of junction pixels, grouped by cluster
+    cluster_offsets: np.ndarray  # (nc + 1,)
+
+    @property
+    def n_branches(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster_offsets.shape[0] - 1)
+
+
+def _neighbour_count(skel: np.ndarray) -> np.ndarray:
+    """Number of skeleton 8-neighbours of every pixel (uint8)."""
+    import cv2
+
+    kernel = np.ones((3, 3), np.float32)
+    kernel[1, 1] = 0
+    return cv2.filter2D(skel, cv2.CV_8U, kernel, borderType=cv2.BORDER_CONSTANT)
+
+
+def _relabel_by_first_pixel(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sort pixels by component so that ids follow each component's first raster pixel.
+
+    Returns
+    -------
+    flat : ndarray
+        Flat indices of all labelled pixels grouped by the new id, raster order inside.
+    offsets : (n + 1,) ndarray
+        Start of each component in ``flat``.
+    """
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat]
+    first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, lab, flat)
+    rank = np.empty(n + 1, dtype=np.int64)
+    rank[np.argsort(first[1:], kind="stable") + 1] = np.arange(n)
+    new = rank[lab]
+    srt = np.argsort(new, kind="stable")
+    counts = np.bincount(new, minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return flat[srt], offsets
+
+
+def _skeleton_graph(skel: np.ndarray) -> _Graph:
+    """Split the skeleton into junction clusters and ordered branches."""
+    import cv2
+
+    h, w = skel.shape
+    deg = _neighbour_count(skel)
+    junc = ((deg >= 3) & (skel > 0)).view(np.uint8)
+    bran = skel - junc
+    nj, lab = cv2.connectedComponents(junc, connectivity=8, ltype=cv2.CV_32S)
+    cpix, coff = _relabel_by_first_pixel(lab, nj - 1)
+    nbr, lab = cv2.connectedComponents(bran, connectivity=8, ltype=cv2.CV_32S)
+    bpix, boff = _relabel_by_first_pixel(lab, nbr - 1)
+    del lab, deg
+    nb = nbr - 1
+    nc = nj - 1
+    # id maps (padded by one pixel so neighbour look-ups never leave the array)
+    wp = w + 2
+    bid = np.full((h + 2) * wp, -1, dtype=np.int32)
+    cid = np.full((h + 2) * wp, -1, dtype=np.int32)
+    bpad = _pad_index(bpix, w)
+    cpad = _pad_index(cpix, w)
+    bid[bpad] = np.repeat(np.arange(nb), np.diff(boff))
+    cid[cpad] = np.repeat(np.arange(nc), np.diff(coff))
+    offs = np.array([dy * wp + dx for dy, dx in _OFFSETS8], dtype=np.int64)
+    # branch degree of each branch pixel
+    bdeg = np.zeros(bpad.shape[0], dtype=np.int64)
+    for o in offs:
+        bdeg += bid[bpad + o] >= 0
+    order, is_cycle = _order_branches(bran, bpix, boff, bpad, bdeg, bid, offs, w)
+    end_cluster = _attach_ends(order, boff, cid, offs, w, nb)
+    return _Graph(
+        shape=(h, w),
+        order=order,
+        offsets=boff,
+        is_cycle=is_cycle,
+        end_cluster=end_cluster,
+        cluster_pixels=cpix,
+        cluster_offsets=coff,
+    )
+
+
+def _pad_index(flat: np.ndarray, w: int) -> np.ndarray:
+    """Flat indices of an (H, W) image -> flat indices of the image padded by one pixel."""
+    return flat + 2 * (flat // w) + (w + 2) + 1
+
+
+def _order_branches(
+    bran: np.ndarray,
+    bpix: np.ndarray,
+    boff: np.ndarray,
+    bpad: np.ndarray,
+    bdeg: np.ndarray,
+    bid: np.ndarray,
+    offs: np.ndarray,
+    w: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order the pixels of each branch along its path.
+
+    OpenCV's border following walks a one-pixel-wide path from one end to the other and
+    back, so the ``n`` contour points after the path's start are the path in order. A path
+    starts at its end pixel with the smaller raster index; a cycle at its first raster pixel,
+    heading to its neighbour with the smaller raster index.
+    """
+    import cv2
+
+    nb = boff.shape[0] - 1
+    counts = np.diff(boff)
+    branch_of_pix = np.repeat(np.arange(nb), counts)
+    is_end = bdeg <= 1
+    is_cycle = np.ones(nb, dtype=bool)
+    is_cycle[branch_of_pix[is_end]] = False
+    # start pixel: the first end pixel (pixels are in raster order inside a branch)
+    start = bpix[boff[:-1]].copy()
+    end_idx = np.flatnonzero(is_end)
+    first_end = np.full(nb, -1, dtype=np.int64)
+    # reversed assignment leaves the first (smallest raster) end pixel of each branch
+    first_end[branch_of_pix[end_idx[::-1]]] = end_idx[::-1]
+    has_end = first_end >= 0
+    start[has_end] = bpix[first_end[has_end]]
+
+    contours, hier = cv2.findContours(bran, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    outer = [c for c, hh in zip(contours, hier[0], strict=True) if hh[3] < 0]
+    lens = np.array([c.shape[0] for c in outer], dtype=np.int64)
+    pts = np.concatenate(outer).reshape(-1, 2).astype(np.int64)
+    flat = pts[:, 1] * w + pts[:, 0]
+    coff = np.zeros(lens.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lens, out=coff[1:])
+    cont_branch = bid[_pad_index(flat[coff[:-1]], w)]
+    point_contour = np.repeat(np.arange(lens.shape[0]), lens)
+    hit = np.flatnonzero(flat == start[cont_branch[point_contour]])
+    cont_of_hit = point_contour[hit]
+    first_hit = np.full(lens.shape[0], -1, dtype=np.int64)
+    first_hit[cont_of_hit[::-1]] = hit[::-1]
+    # gather: branch b -> contour c, positions (first_hit + j) mod len for j < n_b
+    branch_contour = np.empty(nb, dtype=np.int64)
+    branch_contour[cont_branch] = np.arange(lens.shape[0])
+    bc = branch_contour
+    n_b = counts
+    j = np.arange(bpix.shape[0]) - np.repeat(boff[:-1], n_b)
+    pos = np.repeat(first_hit[bc] - coff[bc], n_b) + j
+    pos = coff[bc].repeat(n_b) + pos % lens[bc].repeat(n_b)
+    order = flat[pos]
+    # cycles: make the second pixel the start's neighbour with the smaller raster index
+    for b in np.flatnonzero(is_cycle & (n_b > 2)):
+        s, e = boff[b], boff[b + 1]
+        if order[s + 1] > order[e - 1]:
+            order[s + 1 : e] = order[s + 1 : e][::-1].copy()
+    return order, is_cycle
+
+
+def _attach_ends(
+    order: np.ndarray,
+    boff: np.ndarray,
+    cid: np.ndarray,
+    offs: np.ndarray,
+    w: int,
+    nb: int,
+) -> np.ndarray:
+    """Cluster attached to each branch end (-1 when the end is a free tip).
+
+    A one-pixel branch touching two junction pixels attaches end 0 to the junction pixel with
+    the smaller raster index and end 1 to the other.
+    """
+    end_cluster = np.full((nb, 2), -1, dtype=np.int64)
+    if nb == 0:
+        return end_cluster
+    first = order[boff[:-1]]
+    last = order[boff[1:] - 1]
+    pf = _pad_index(first, w)
+    pl = _pad_index(last, w)
+    single = (boff[1:] - boff[:-1]) == 1
+    for o in offs:  # offsets ascend in raster order
+        cf = cid[pf + o]
+        cl = cid[pl + o]
+        multi = ~single
+        sel = multi & (cf >= 0)
+        end_cluster[sel, 0] = cf[sel]
+        sel = multi & (cl >= 0)
+        end_cluster[sel, 1] = cl[sel]
+        # single pixel: first junction neighbour -> end 0, second -> end 1
+        sel0 = single & (cf >= 0) & (end_cluster[:, 0] < 0)
+        sel1 = single & (cf >= 0) & (end_cluster[:, 0] >= 0) & (end_cluster[:, 1] < 0)
+        end_cluster[sel1, 1] = cf[sel1]
+        end_cluster[sel0, 0] = cf[sel0]
+    return end_cluster
+
+
+@dataclass
+class _Topology:
+    """Decisions on the skeleton graph: merges, spurs, pairing."""
+
+    root: np.ndarray  # (nc,) merged cluster id (smallest member id) of each cluster
+    radius: np.ndarray  # (nc,) radius of each merged cluster (valid at roots)
+    centre: np.ndarray  # (nc, 2) (x, y) centre of each merged cluster (valid at roots)
+    branch_r: np.ndarray  # (nb,) mean distance D over the branch pixels
+    absorbed: np.ndarray  # (nb,) bool: internal branch absorbed into a junction zone
+    pruned: np.ndarray  # (nb,) bool: spur
+    end_root: np.ndarray  # (nb, 2) merged cluster at each end, -1 when free
+    partner: dict  # (b, e) -> (b2, e2) paired ends
+    n_ends: np.ndarray  # (nc,) number of kept branch ends at each merged cluster
+
+
+def _find(parent: list[int], i: int) -> int:
+    """Union-find root with path halving."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _union(parent: list[int], i: int, j: int) -> None:
+    """Union keeping the smaller id as root (deterministic)."""
+    ri, rj = _find(parent, i), _find(parent, j)
+    if ri != rj:
+        parent[max(ri, rj)] = min(ri, rj)
+
+
+def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
+    """Merge junction clusters, prune spurs and pair branch ends across junctions."""
+    nb, nc = g.n_branches, g.n_clusters
+    h, w = g.shape
+    dflat = dist
+    n_b = np.diff(g.offsets)
+    branch_r = np.zeros(nb)
+    if nb:
+        branch_r = np.add.reduceat(dflat[g.order], g.offsets[:-1]) / n_b
+    radius0 = np.zeros(nc)
+    centre0 = np.zeros((nc, 2))
+    n_c = np.diff(g.cluster_offsets)
+    if nc:
+        radius0 = np.maximum.reduceat(dflat[g.cluster_pixels], g.cluster_offsets[:-1])
+    # 1. merge clusters joined by short internal branches, or by the bridge of a shallow X
+    if nc:
+        member0 = np.repeat(np.arange(nc), n_c)
+        cp = g.cluster_pixels
+        cnt0 = np.maximum(n_c, 1)
+        centre_orig = np.stack(
+            [
+                np.bincount(member0, weights=(cp % w).astype(np.float64), minlength=nc) / cnt0,
+                np.bincount(member0, weights=(cp // w).astype(np.float64), minlength=nc) / cnt0,
+            ],
+            axis=1,
+        )
+    else:
+        centre_orig = np.zeros((0, 2))
+    ef = _EndFrames(g, branch_r)
+    ec = g.end_cluster
+    short_terminal = ((ec[:, 0] >= 0) != (ec[:, 1] >= 0)) & (
+        n_b < SPUR_FACTOR * np.append(radius0, 0.0)[np.max(ec, axis=1)]
+    )
+    ends_at0: dict[int, list[tuple[int, int]]] = {}
+    for b in np.flatnonzero((ec[:, 0] >= 0) | (ec[:, 1] >= 0)).tolist():
+        if short_terminal[b]:
+            continue
+        for e in (0, 1):
+            if ec[b, e] >= 0:
+                ends_at0.setdefault(int(ec[b, e]), []).append((b, e))
+    parent = list(range(nc))
+    absorbed = np.zeros(nb, dtype=bool)
+    internal = np.flatnonzero((ec[:, 0] >= 0) & (ec[:, 1] >= 0))
+    for b in internal.tolist():
+        c1, c2 = int(ec[b, 0]), int(ec[b, 1])
+        rsum = radius0[c1] + radius0[c2]
+        merge = n_b[b] <= MERGE_FACTOR * rsum
+        if not merge and c1 != c2 and n_b[b] <= BRIDGE_MAX_FACTOR * rsum:
+            merge = _is_crossing_bridge(g, ef, b, ends_at0[c1], ends_at0[c2], centre_orig, radius0)
+        if merge:
+            absorbed[b] = True
+            _union(parent, c1, c2)
+    root = np.array([_find(parent, i) for i in range(nc)], dtype=np.int64)
+    radius = np.zeros(nc)
+    if nc:
+        np.maximum.at(radius, root, radius0)
+        # centre: mean of all junction pixels of the merged cluster
+        cp = g.cluster_pixels
+        member = np.repeat(root, n_c)
+        sx = np.bincount(member, weights=(cp % w).astype(np.float64), minlength=nc)
+        sy = np.bincount(member, weights=(cp // w).astype(np.float64), minlength=nc)
+        cnt = np.bincount(member, minlength=nc)
+        ok = cnt > 0
+        centre0[ok, 0] = sx[ok] / cnt[ok]
+        centre0[ok, 1] = sy[ok] / cnt[ok]
+    end_root = np.where(ec >= 0, root[np.maximum(ec, 0)] if nc else -1, -1)
+    # 2. prune spurs: terminal branches shorter than about one local width
+    pruned = np.zeros(nb, dtype=bool)
+    terminal = (~absorbed) & (~g.is_cycle) & ((end_root[:, 0] >= 0) != (end_root[:, 1] >= 0))
+    term_c = np.where(end_root[:, 0] >= 0, end_root[:, 0], end_root[:, 1])
+    spur = terminal & (n_b < SPUR_FACTOR * np.append(radius, 0.0)[term_c])
+    pruned[spur] = True
+    # a cluster keeps at least one branch: revive its longest spur if all were pruned
+    kept_at = np.zeros(nc, dtype=np.int64)
+    alive = ~absorbed & ~pruned
+    for e in (0, 1):
+        sel = alive & (end_root[:, e] >= 0)
+        np.add.at(kept_at, end_root[sel, e], 1)
+    best: dict[int, int] = {}
+    for b in np.flatnonzero(spur).tolist():
+        c = int(term_c[b])
+        if kept_at[c] == 0 and (c not in best or n_b[b] > n_b[best[c]]):
+            best[c] = b
+    for b in best.values():
+        pruned[b] = False
+    alive = ~absorbed & ~pruned
+    # 3. pair ends across each cluster
+    ends_at: dict[int, list[tuple[int, int]]] = {}
+    for b in np.flatnonzero(alive & ((end_root[:, 0] >= 0) | (end_root[:, 1] >= 0))).tolist():
+        for e in (0, 1):
+            c = int(end_root[b, e])
+            if c >= 0:
+                ends_at.setdefault(c, []).append((b, e))
+    n_ends = np.zeros(nc, dtype=np.int64)
+    partner: dict[tuple[int, int], tuple[int, int]] = {}
+    for c, ends in ends_at.items():
+        n_ends[c] = len(ends)
+        if len(ends) < 2:
+            continue
+        frames = [ef.get(b, e, centre0[c]) for b, e in ends]
+        dirs = [None if f is None else f[1] for f in frames]
+        pairs = []
+        for i in range(len(ends)):
+            for j in range(i + 1, len(ends)):
+                di, dj = dirs[i], dirs[j]
+                if di is None or dj is None:
+                    continue
+                dot = -(di[0] * dj[0] + di[1] * dj[1])
+                dev = math.degrees(math.acos(min(1.0, max(-1.0, dot))))
+                if dev > PAIR_MAX_DEVIATION_DEG:
+                    continue
+                ri, rj = branch_r[ends[i][0]], branch_r[ends[j][0]]
+                wdiff = abs(ri - rj) / max(ri, rj) if max(ri, rj) > 0 else 0.0
+                cost = round(dev + PAIR_WIDTH_WEIGHT_DEG * wdiff, 6)
+                pairs.append((cost, i, j))
+        pairs.sort()
+        taken = set()
+        for _, i, j in pairs:
+            if i in taken or j in taken:
+                continue
+            taken.update((i, j))
+            partner[ends[i]] = ends[j]
+            partner[ends[j]] = ends[i]
+    return _Topology(
+        root=root,
+        radius=radius,
+        centre=centre0,
+        branch_r=branch_r,
+        absorbed=absorbed,
+        pruned=pruned,
+        end_root=end_root,
+        partner=partner,
+        n_ends=n_ends,
+    )
+
+
+def _is_crossing_bridge(
+    g: _Graph,
+    ef: _EndFrames,
+    bridge: int,
+    ends1: list[tuple[int, int]],
+    ends2: list[tuple[int, int]],
+    centre: np.ndarray,
+    radius: np.ndarray,
+) -> bool:
+    """Whether ``bridge`` joins the two three-way halves of one X crossing.
+
+    True when each cluster has exactly two other (non-spur) ends and they pair one-to-one
+    across the bridge, each pair straight (deviation <= ``PAIR_MAX_DEVIATION_DEG``) and in line
+    (each tangent base point within the larger radius of the other end's tangent line).
+    """
+    o1 = [x for x in ends1 if x[0] != bridge]
+    o2 = [x for x in ends2 if x[0] != bridge]
+    if len(o1) != 2 or len(o2) != 2 or len(ends1) != 3 or len(ends2) != 3:
+        return False
+    c1 = int(g.end_cluster[o1[0][0], o1[0][1]])
+    c2 = int(g.end_cluster[o2[0][0], o2[0][1]])
+    tol = max(radius[c1], radius[c2])
+    info1 = [ef.get(b, e, centre[c1]) for b, e in o1]
+    info2 = [ef.get(b, e, centre[c2]) for b, e in o2]
+
+    def ok(a: tuple | None, z: tuple | None) -> bool:
+        if a is None or z is None:
+            return False
+        (pa, da), (pz, dz) = a, z
+        dot = -(da[0] * dz[0] + da[1] * dz[1])
+        if math.degrees(math.acos(min(1.0, max(-1.0, dot)))) > PAIR_MAX_DEVIATION_DEG:
+            return False
+        vx, vy = pz[0] - pa[0], pz[1] - pa[1]
+        lat_a = abs(da[0] * vy - da[1] * vx)
+        lat_z = abs(dz[0] * vy - dz[1] * vx)
+        return max(lat_a, lat_z) <= tol
+
+    straight = ok(info1[0], info2[0]) and ok(info1[1], info2[1])
+    crossed = ok(info1[0], info2[1]) and ok(info1[1], info2[0])
+    return straight or crossed
+
+
+class _EndFrames:
+    """Tangent base point and outward unit tangent of every branch end, precomputed.
+
+    An end's tangent runs from branch point ``k0 = ceil(r)`` to point ``k1 = k0 + ceil(4 r)``
+    counted from the end (clipped to the branch; ``k0 = 0`` when they coincide), ``r`` the
+    branch's mean ``D``: about the last two widths, skipping the half width bent by the
+    junction. A one-pixel branch points away from the junction centre it is measured from.
+    """
+
+    def __init__(self, g: _Graph, branch_r: np.ndarray) -> None:
+        w = g.shape[1]
+        n = np.diff(g.offsets)
+        s, t = g.offsets[:-1], g.offsets[1:]
+        k0 = np.minimum(n - 1, np.ceil(branch_r).astype(np.int64))
+        k1 = np.minimum(n - 1, k0 + np.ceil(4 * branch_r).astype(np.int64))
+        k0 = np.where(k1 == k0, 0, k0)
+        self.single = (k1 == k0).tolist()
+        xs = (g.order % w).astype(np.float64)
+        ys = (g.order // w).astype(np.float64)
+        self.base = []
+        self.dirs = []
+        for e in (0, 1):
+            i0 = s + k0 if e == 0 else t - 1 - k0
+            i1 = s + k1 if e == 0 else t - 1 - k1
+            vx, vy = xs[i1] - xs[i0], ys[i1] - ys[i0]
+            norm = np.hypot(vx, vy)
+            ok = norm > 0
+            dx = np.divide(vx, norm, out=np.zeros_like(vx), where=ok)
+            dy = np.divide(vy, norm, out=np.zeros_like(vy), where=ok)
+            self.base.append(list(zip(xs[i0].tolist(), ys[i0].tolist(), strict=True)))
+            pairs = zip(dx.tolist(), dy.tolist(), ok.tolist(), strict=True)
+            self.dirs.append([(a, b) if o else None for a, b, o in pairs])
+
+    def get(self, b: int, e: int, centre: np.ndarray) -> tuple | None:
+        """(base point, direction) of branch ``b`` at end ``e``, or ``None`` if undefined."""
+        p = self.base[e][b]
+        if not self.single[b]:
+            d = self.dirs[e][b]
+            return None if d is None else (p, d)
+        vx, vy = p[0] - float(centre[0]), p[1] - float(centre[1])
+        norm = math.hypot(vx, vy)
+        return None if norm == 0 else (p, (vx / norm, vy / norm))
+
+
+@dataclass
+class _Hair:
+    """One hair before measuring: its path elements and how each end finishes."""
+
+    elems: list  # ('b', branch, reversed) or ('c', cluster root)
+    ends: list  # kind of end a and end b: ('free', flat pixel), ('tip', c), ('term', c)
+    closed: bool
+
+
+def _build_hairs(g: _Graph, t: _Topology) -> list[_Hair]:
+    """Follow chains of paired branches into hairs."""
+    nb = g.n_branches
+    alive = (~t.absorbed) & (~t.pruned)
+    used = np.zeros(nb, dtype=bool)
+    hairs: list[_Hair] = []
+
+    def end_kind(b: int, e: int) -> tuple:
+        c = int(t.end_root[b, e])
+        if c < 0:
+            i = g.offsets[b] if e == 0 else g.offsets[b + 1] - 1
+            return ("free", int(g.order[i]))
+        return ("tip", c) if t.n_ends[c] == 1 else ("term", c)
+
+    def walk(b: int, e_in: int, closed: bool = False) -> _Hair:
+        start = end_kind(b, e_in)
+        elems: list = [] if start[0] == "free" or closed else [("c", start[1])]
+        b0, e0 = b, e_in
+        while True:
+            used[b] = True
+            elems.append(("b", b, e_in == 1))
+            e_out = 1 - e_in
+            nxt = t.partner.get((b, e_out))
+            if nxt is None:
+                end = end_kind(b, e_out)
+                if end[0] != "free":
+                    elems.append(("c", end[1]))
+                return _Hair(elems, [start, end], False)
+            elems.append(("c", int(t.end_root[b, e_out])))
+            if nxt == (b0, e0):
+                return _Hair(elems, [None, None], True)
+            b, e_in = nxt
+
+    for b in np.flatnonzero(alive).tolist():
+        if used[b]:
+            continue
+        if g.is_cycle[b]:
+            used[b] = True
+            hairs.append(_Hair([("b", b, False)], [None, None], True))
+            continue
+        for e in (0, 1):
+            if (b, e) not in t.partner:
+                hairs.append(walk(b, e))
+                break
+    for b in np.flatnonzero(alive & ~used).tolist():
+        if not used[b]:
+            # a chain closed on itself through junctions
+            hairs.append(walk(b, 0, closed=True))
+    # clusters left without any branch (a tiny blob) become a dot hair
+    nc = g.n_clusters
+    for c in range(nc):
+        if t.root[c] == c and t.n_ends[c] == 0:
+            hairs.append(_Hair([("c", c)], [("tip", c), ("tip", c)], False))
+    return hairs
+
+
+def _split_corners(
+    xy: np.ndarray, src: np.ndarray, ends: list, closed: bool, dflat: _ExactDistance
+) -> list[tuple[np.ndarray, np.ndarray, list]]:
+    """Split an open path at sharp corners: a V whose skeleton has no junction at its apex.
+
+    The turn at point ``i`` is the angle between ``P[i] - P[i-s]`` and ``P[i+s] - P[i]`` with
+    ``s = max(2, ceil(4 r))`` (about two widths; ``r`` the mean ``D`` of the path's skeleton
+    pixels). While the largest turn (the first point within 1e-9 deg of it) exceeds
+    ``SPLIT_TURN_DEG``, the path is split there; both parts keep the corner point, whose ends
+    are of kind ``('corner', pixel)``. Closed paths are not split.
+    """
+    if closed:
+        return [(xy, src, ends)]
+    pix = src[src >= 0]
+    if pix.size == 0:
+        return [(xy, src, ends)]
+    r = float(dflat[pix].mean())
+    step = max(2, math.ceil(4 * r))
+    out = []
+    stack = [(xy, src, ends)]
+    while stack:
+        pxy, psrc, pends = stack.pop()
+        k = pxy.shape[0]
+        i = _sharpest_turn(pxy, step)
+        if i < 0 or psrc[i] < 0:
+            out.append((pxy, psrc, pends))
+            continue
+        corner = ("corner", int(psrc[i]))
+        # push the second part first so parts come out in path order
+        stack.append((pxy[i:], psrc[i:], [corner, pends[1]]))
+        stack.append((pxy[: i + 1], psrc[: i + 1], [pends[0], corner]))
+        del k
+    return out
+
+
+def _sharpest_turn(xy: np.ndarray, s: int) -> int:
+    """Index of the sharpest turn above ``SPLIT_TURN_DEG``, or -1."""
+    k = xy.shape[0]
+    if k < 2 * s + 1:
+        return -1
+    mid = xy[s : k - s]
+    v1 = mid - xy[: k - 2 * s]
+    v2 = xy[2 * s :] - mid
+    cross = np.abs(v1[:, 0] * v2[:, 1] - v1[:, 1] * v2[:, 0])
+    dot = v1[:, 0] * v2[:, 0] + v1[:, 1] * v2[:, 1]
+    turn = np.degrees(np.arctan2(cross, dot))
+    top = float(turn.max())
+    if top <= SPLIT_TURN_DEG:
+        return -1
+    return int(np.flatnonzero(turn >= top - 1e-9)[0]) + s
+
+
+def _raw_points(g: _Graph, t: _Topology, hair: _Hair) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (x, y) points of a hair path and the source of each point.
+
+    Returns
+    -------
+    xy : (k, 2) float64
+    src : (k,) int64
+        Flat pixel index for a skeleton pixel, ``-1 - c`` for the centre of cluster ``c``.
+    """
+    w = g.shape[1]
+    parts = []
+    for el in hair.elems:
+        if el[0] == "b":
+            seg = g.order[g.offsets[el[1]] : g.offsets[el[1] + 1]]
+            parts.append(seg[::-1] if el[2] else seg)
+        else:
+            parts.append(np.array([-1 - el[1]], dtype=np.int64))
+    src = np.concatenate(parts)
+    xy = np.empty((src.shape[0], 2))
+    pix = src >= 0
+    xy[pix, 0] = src[pix] % w
+    xy[pix, 1] = src[pix] // w
+    cl = -1 - src[~pix]
+    xy[~pix] = t.centre[cl]
+    return xy, src
+
+
+def _smooth_open(xy: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Moving average of concatenated open paths; the window shrinks symmetrically at ends."""
+    n = xy.shape[0]
+    i = np.arange(n) - np.repeat(starts, lens)
+    k = np.repeat(lens, lens)
+    hw = np.minimum(np.minimum(i, k - 1 - i), SMOOTH_HALF_WINDOW)
+    acc = xy.copy()
+    for d in range(1, SMOOTH_HALF_WINDOW + 1):
+        sel = np.flatnonzero(hw >= d)
+        acc[sel] += xy[sel - d]
+        acc[sel] += xy[sel + d]
+    acc /= (2 * hw + 1)[:, None]
+    return acc
+
+
+def _smooth_closed(xy: np.ndarray) -> np.ndarray:
+    """Circular moving average of one closed path."""
+    k = xy.shape[0]
+    hw = min(SMOOTH_HALF_WINDOW, (k - 1) // 2)
+    acc = xy.copy()
+    for d in range(1, hw + 1):
+        acc += np.roll(xy, d, axis=0)
+        acc += np.roll(xy, -d, axis=0)
+    return acc / (2 * hw + 1)
+
+
+def _skeleton_distance2(skel: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mask pixels (flat) and their exact squared distance to the nearest skeleton pixel."""
+    import cv2
+
+    pix = np.flatnonzero(m)
+    ds = cv2.distanceTransform(1 - skel, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    k = np.rint(np.square(ds.ravel()[pix], dtype=np.float64)).astype(np.int64)
+    return pix, k
+
+
+def _nearest_skeleton(
+    m: np.ndarray, skel: np.ndarray, near_d2: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest skeleton pixel of every mask pixel (ties: smallest raster index).
+
+    Exact: the squared distance ``k`` is known from the distance transform of the skeleton's
+    complement, so only the lattice offsets on the circle of radius sqrt(k) are tried, in
+    raster order. Vectorised over the pixels of each distance.
+
+    Returns
+    -------
+    pix : ndarray
+        Flat indices of the mask pixels.
+    near : ndarray
+        Flat index of the nearest skeleton pixel of each.
+    """
+
+    h, w = m.shape
+    pix, k = near_d2
+    pad = int(math.isqrt(int(k.max()))) + 1 if k.size else 1
+    wp = w + 2 * pad
+    sk = np.zeros((h + 2 * pad, wp), dtype=bool)
+    sk[pad : pad + h, pad : pad + w] = skel > 0
+    skf = sk.ravel()
+    ppad = (pix // w + pad) * wp + (pix % w + pad)
+    near = np.empty_like(pix)
+    # small integer keys: NumPy's stable sort is a radix sort for 16-bit types
+    key = k.astype(np.int16) if k.size and k.max() < 2**15 else k
+    srt = np.argsort(key, kind="stable")
+    ks, first = np.unique(k[srt], return_index=True)
+    bounds = np.append(first, k.shape[0])
+    for kk, a, z in zip(ks.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        grp = srt[a:z]
+        gp = ppad[grp]
+        best = np.full(grp.shape[0], -1, dtype=np.int64)
+        for dy, dx in reversed(_circle_offsets(kk)):
+            hit = skf[gp + (dy * wp + dx)]
+            best[hit] = dy * w + dx
+        near[grp] = pix[grp] + best
+    return pix, near
+
+
+def _circle_offsets(k: int) -> list[tuple[int, int]]:
+    """Lattice offsets (dy, dx) with dy**2 + dx**2 == k, in raster order."""
+    out = []
+    r = math.isqrt(k)
+    for dy in range(-r, r + 1):
+        rest = k - dy * dy
+        dx = math.isqrt(rest)
+        if dx * dx == rest:
+            out.extend([(dy, -dx), (dy, dx)] if dx else [(dy, 0)])
+    return out
+
+
+def _measure(
+    m: np.ndarray,
+    skel: np.ndarray,
+    dist: _ExactDistance,
+    near_d2: tuple[np.ndarray, np.ndarray],
+    g: _Graph,
+    t: _Topology,
+    hairs: list[_Hair],
+    um_per_px: float | None,
+) -> HairTable:
+    """Order, smooth and measure the hairs; assign mask pixels; build the table."""
+    h, w = g.shape
+    dflat = dist
+    # -- raw paths, canonical direction (end a first in raster order) and order
+    raws = []
+    for origin, hair in enumerate(hairs):
+        xy, src = _raw_points(g, t, hair)
+        for xy_p, src_p, ends_p in _split_corners(xy, src, list(hair.ends), hair.closed, dflat):
+            if not hair.closed and (xy_p[-1, 1], xy_p[-1, 0]) < (xy_p[0, 1], xy_p[0, 0]):
+                xy_p, src_p, ends_p = xy_p[::-1].copy(), src_p[::-1].copy(), ends_p[::-1]
+            raws.append((xy_p, src_p, ends_p, hair.closed, origin))
+    keys = [
+        (r[0][0, 1], r[0][0, 0], r[0][-1, 1], r[0][-1, 0], r[0].shape[0], int(r[1][0]))
+        for r in raws
+    ]
+    order = sorted(range(len(raws)), key=keys.__getitem__)
+    raws = [raws[i] for i in order]
+    n = len(raws)
+    lens = np.array([r[0].shape[0] for r in raws], dtype=np.int64)
+    starts = np.zeros(n, dtype=np.int64)
+    starts[1:] = np.cumsum(lens)[:-1]
+    closed = np.array([r[3] for r in raws], dtype=bool)
+    xy = np.concatenate([r[0] for r in raws])
+    src = np.concatenate([r[1] for r in raws])
+    hair_of = np.repeat(np.arange(n), lens)
+    # -- smoothing and lengths
+    sm = _smooth_open(xy, starts, lens)
+    for i in np.flatnonzero(closed).tolist():
+        s, e = starts[i], starts[i] + lens[i]
+        sm[s:e] = _smooth_closed(xy[s:e])
+    step = np.zeros(xy.shape[0])  # length of the segment from point i to point i+1
+    if xy.shape[0] > 1:
+        step[:-1] = np.hypot(*(sm[1:] - sm[:-1]).T)
+    last = starts + lens - 1
+    step[last] = 0.0
+    for i in np.flatnonzero(closed).tolist():
+        step[last[i]] = float(np.hypot(*(sm[starts[i]] - sm[last[i]])))
+    weight = 0.5 * step
+    weight[1:] += 0.5 * step[:-1]
+    weight[starts] -= 0.5 * np.r_[0.0, step][starts]  # drop the previous hair's share
+    for i in np.flatnonzero(closed).tolist():
+        weight[starts[i]] += 0.5 * step[last[i]]
+    tip, trim = _tip_offsets(m, raws, sm, starts, dflat, t.radius)
+    local = np.arange(xy.shape[0]) - np.repeat(starts, lens)
+    dropped = (local < np.repeat(trim[:, 0], lens)) | (
+        local > np.repeat(lens - 1 - trim[:, 1], lens)
+    )
+    weight[dropped] = 0.0
+    # the kept end point keeps only its inward half segment, plus the offset
+    ka = starts + trim[:, 0]
+    kb = last - trim[:, 1]
+    weight[ka] = np.where(trim[:, 0] > 0, 0.5 * step[ka], weight[ka]) + tip[:, 0]
+    weight[kb] = np.where(trim[:, 1] > 0, 0.5 * step[kb - 1], weight[kb]) + tip[:, 1]
+    length = np.bincount(hair_of, weights=weight, minlength=n)
+    # -- ownership of skeleton pixels
+    hair_id = np.arange(1, n + 1, dtype=np.int32)
+    is_pix = src >= 0
+    touching: dict[int, set[int]] = {}
+    for c, hid in zip((-1 - src[~is_pix]).tolist(), hair_of[~is_pix].tolist(), strict=True):
+        touching.setdefault(c, set()).add(hid + 1)
+    nc = g.n_clusters
+    zone_area = np.zeros(nc, dtype=np.int32)
+    zone_label = np.zeros(nc, dtype=np.int32)
+    for c, hs in touching.items():
+        zone_label[c] = min(hs)
+        zone_area[c] = min(hs) if len(hs) == 1 else 0
+    # one int32 image: hair id, or -(label) for junction-zone pixels that count for no width
+    zone_code = np.where(zone_area > 0, zone_area, -zone_label)
+    own = np.zeros(h * w, dtype=np.int32)
+    own[src[is_pix]] = hair_of[is_pix] + 1
+    if nc:
+        own[g.cluster_pixels] = zone_code[np.repeat(t.root, np.diff(g.cluster_offsets))]
+        gone = np.repeat(t.absorbed | t.pruned, np.diff(g.offsets))
+        if gone.any():
+            zroot = np.where(t.end_root[:, 0] >= 0, t.end_root[:, 0], t.end_root[:, 1])
+            own[g.order[gone]] = zone_code[np.repeat(zroot, np.diff(g.offsets))[gone]]
+    # -- nearest skeleton pixel of every mask pixel: area and labels
+    pix, near = _nearest_skeleton(m, skel, near_d2)
+    code = own[near]
+    del own, near
+    area = np.bincount(np.maximum(code, 0), minlength=n + 1)[1:].astype(np.float64)
+    labels = np.zeros(h * w, dtype=np.int32)
+    labels[pix] = np.abs(code)
+    labels = labels.reshape(h, w)
+    # -- width: area over the length share of the owned path points
+    owned = is_pix.copy()
+    cpts = np.flatnonzero(~is_pix)
+    owned[cpts] = zone_area[-1 - src[cpts]] == hair_of[cpts] + 1
+    l_eff = np.bincount(hair_of[owned], weights=weight[owned], minlength=n)
+    width = np.divide(area, l_eff, out=np.zeros(n), where=l_eff > 0)
+    # -- width SD from the distance profile, away from ends and junctions
+    width_sd = _width_sd(src, starts, lens, closed, hair_of, width, dflat)
+    # -- units and bundles
+    unit = _units(raws, starts, step, tip, width, n)
+    bundle = _bundles(length, width)
+    end_a = sm[starts]
+    end_b = sm[last]
+    paths = tuple(sm[s : s + k] for s, k in zip(starts.tolist(), lens.tolist(), strict=True))
+    return HairTable(
+        hair_id=hair_id,
+        length_px=length,
+        width_px=width,
+        width_sd_px=width_sd,
+        end_a_xy=end_a,
+        end_b_xy=end_b,
+        exit_end=np.full(n, "?", dtype="<U1"),
+        unit_id=unit,
+        bundle_size=bundle,
+        labels=labels,
+        paths=paths,
+        um_per_px=um_per_px,
+    )
+
+
+def _tip_offsets(
+    m: np.ndarray,
+    raws: list,
+    sm: np.ndarray,
+    starts: np.ndarray,
+    dflat: _ExactDistance,
+    radius: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tip offsets of each hair end and how many end points they replace.
+
+    The skeleton's last half width is unreliable: it stops short of the tip, or hooks into
+    a corner of a square-cut end. So at a free end (a tip, or a junction cluster only this
+    hair touches) the first ``k0 = ceil(r)`` points are dropped (``r``: mean ``D`` over the
+    hair's skeleton pixels; no drop unless ``2 k0 + 1`` segments remain) and a ray is cast
+    from smoothed point ``k0`` along the direction from point ``k1 = k0 + ceil(4 r)`` (clipped
+    to the path) to point ``k0``. The mask is sampled along the ray every ``TIP_STEP`` px by
+    bilinear interpolation (0 outside the image); at the first sample below 0.5 the last step
+    is resampled at ``TIP_FINE`` equal sub-steps, and the offset is the 0.5 crossing
+    interpolated linearly between the first sub-sample below 0.5 and the one before it (at
+    most ``32 r + 16`` px; 0 when the start itself is below 0.5). A one-point hair gets
+    ``max(D - 0.5, 0)`` per end. Ends on a junction shared with other hairs get neither.
+
+    Returns
+    -------
+    tip : (n, 2) float64
+        Offset at end a and end b.
+    trim : (n, 2) int64
+        Number of points dropped at end a and end b.
+    """
+    n = len(raws)
+    tip = np.zeros((n, 2))
+    trim = np.zeros((n, 2), dtype=np.int64)
+    px, py, dx, dy, cap, who = [], [], [], [], [], []
+    for i, (xy, src, ends, closed, _origin) in enumerate(raws):
+        if closed:
+            continue
+        pixd = dflat[src[src >= 0]]
+        r = float(pixd.mean()) if pixd.size else float(radius[-1 - src[0]])
+        last = xy.shape[0] - 1
+        free = [e is not None and e[0] != "term" for e in ends]
+        k0 = math.ceil(r)
+        if last < 2 * k0 + 1:
+            k0 = 0
+        k1 = min(last, k0 + math.ceil(4 * r))
+        for j, end in enumerate(ends):
+            if not free[j]:
+                continue
+            if k1 == k0:  # a single point: the inscribed radius is all we know
+                val = radius[end[1]] if end[0] == "tip" else dflat[end[1]]
+                tip[i, j] = max(val - 0.5, 0.0)
+                continue
+            g0 = starts[i] + (k0 if j == 0 else last - k0)
+            g1 = starts[i] + (k1 if j == 0 else last - k1)
+            vx, vy = float(sm[g0, 0] - sm[g1, 0]), float(sm[g0, 1] - sm[g1, 1])
+            norm = math.hypot(vx, vy)
+            trim[i, j] = k0
+            if norm == 0:
+                continue
+            px.append(float(sm[g0, 0]))
+            py.append(float(sm[g0, 1]))
+            dx.append(vx / norm)
+            dy.append(vy / norm)
+            cap.append(32.0 * r + 16.0)
+            who.append((i, j))
+    if not who:
+        return tip, trim
+    px, py, dx, dy, cap = (np.array(v) for v in (px, py, dx, dy, cap))
+    found = np.zeros(px.shape[0])
+    prev = _bilinear(m, px, py)
+    active = np.flatnonzero(prev >= 0.5)
+    prev = prev[active]
+    step = 1
+    sub = TIP_STEP / TIP_FINE
+    while active.size:
+        tt = step * TIP_STEP
+        cur = _bilinear(m, px[active] + tt * dx[active], py[active] + tt * dy[active])
+        out = np.flatnonzero(cur < 0.5)
+        if out.size:
+            # resample the last step finely; interpolate the first 0.5 crossing
+            ids = active[out]
+            lo = prev[out]
+            res = np.full(out.size, np.nan)
+            for q in range(1, TIP_FINE + 1):
+                tq = tt - TIP_STEP + q * sub
+                fq = _bilinear(m, px[ids] + tq * dx[ids], py[ids] + tq * dy[ids])
+                hit = np.isnan(res) & (fq < 0.5)
+                res[hit] = tq - sub + sub * (lo[hit] - 0.5) / (lo[hit] - fq[hit])
+                lo = np.where(np.isnan(res), fq, lo)
+            found[ids] = res
+        inside = cur >= 0.5
+        over = inside & (tt >= cap[active])
+        found[active[over]] = cap[active[over]]
+        keep = inside & ~over
+        active, prev = active[keep], cur[keep]
+        step += 1
+    for (i, j), f in zip(who, found.tolist(), strict=True):
+        tip[i, j] = f
+    return tip, trim
+
+
+def _bilinear(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of a 0/1 mask at points (x, y); outside the image is 0."""
+    h, w = m.shape
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    fx = x - x0
+    fy = y - y0
+    out = np.zeros(x.shape[0])
+    for oy, ox, wt in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (0, 1, fx * (1 - fy)),
+        (1, 0, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        yy, xx = y0 + oy, x0 + ox
+        ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        v = np.zeros(x.shape[0])
+        v[ok] = m[yy[ok], xx[ok]]
+        out += wt * v
+    return out
+
+
+def _width_sd(
+    src: np.ndarray,
+    starts: np.ndarray,
+    lens: np.ndarray,
+    closed: np.ndarray,
+    hair_of: np.ndarray,
+    width: np.ndarray,
+    dflat: _ExactDistance,
+) -> np.ndarray:
+    """SD of ``2 D`` along each hair, skipping points near its ends and junction centres.
+
+    A point is skipped when it lies within ``ceil(width / 2)`` points (index distance, no
+    wrap-around) of an open end or of a junction centre in the path.
+    """
+    n = starts.shape[0]
+    total = src.shape[0]
+    idx = np.arange(total)
+    barrier = src < 0
+    last = starts + lens - 1
+    barrier[starts[~closed]] = True
+    barrier[last[~closed]] = True
+    prev_b = np.maximum.accumulate(np.where(barrier, idx, -1))
+    nxt = np.where(barrier, idx, total)
+    next_b = np.minimum.accumulate(nxt[::-1])[::-1]
+    hs = np.repeat(starts, lens)
+    he = np.repeat(last, lens)
+    gap_prev = np.where(prev_b >= hs, idx - prev_b, total)
+    gap_next = np.where(next_b <= he, next_b - idx, total)
+    margin = np.ceil(width / 2.0)[hair_of]
+    keep = (src >= 0) & (np.minimum(gap_prev, gap_next) > margin)
+    val = 2.0 * dflat[np.maximum(src, 0)]
+    cnt = np.bincount(hair_of[keep], minlength=n)
+    s1 = np.bincount(hair_of[keep], weights=val[keep], minlength=n)
+    mean = np.divide(s1, cnt, out=np.zeros(n), where=cnt > 0)
+    dev = (val - mean[hair_of]) ** 2
+    s2 = np.bincount(hair_of[keep], weights=dev[keep], minlength=n)
+    sd = np.sqrt(np.divide(s2, cnt, out=np.zeros(n), where=cnt > 0))
+    sd[cnt < 2] = 0.0
+    return sd
+
+
+def _units(
+    raws: list,
+    starts: np.ndarray,
+    step: np.ndarray,
+    tip: np.ndarray,
+    width: np.ndarray,
+    n: int,
+) -> np.ndarray:
+    """Follicular units: hairs ending at one junction, or on a Y's short stem, share one."""
+    parent = list(range(n))
+    ending: dict[int, list[int]] = {}
+    passing: dict[int, list[tuple[int, int]]] = {}
+    for i, (_xy, src, ends, closed, _origin) in enumerate(raws):
+        for end in ends:
+            if end is not None and end[0] == "term":
+                ending.setdefault(end[1], []).append(i)
+        inner = np.flatnonzero(src < 0)
+        for p in inner.tolist():
+            if closed or (0 < p < src.shape[0] - 1):
+                passing.setdefault(int(-1 - src[p]), []).append((i, p))
+    by_origin: dict[int, int] = {}
+    for i, r in enumerate(raws):  # the parts of a hair split at a corner: one V
+        _union(parent, by_origin.setdefault(r[4], i), i)
+    for c, hs in ending.items():
+        for j in hs[1:]:
+            _union(parent, hs[0], j)
+        for b, p in passing.get(c, []):
+            if raws[b][3]:
+                continue
+            s = starts[b]
+            k = raws[b][0].shape[0]
+            before = float(step[s : s + p].sum()) + tip[b, 0]
+            after = float(step[s + p : s + k - 1].sum()) + tip[b, 1]
+            if min(before, after) <= STEM_MAX_WIDTHS * width[b]:
+                _union(parent, hs[0], b)
+    roots = [_find(parent, i) for i in range(n)]
+    ids: dict[int, int] = {}
+    out = np.empty(n, dtype=np.int32)
+    for i, r in enumerate(roots):
+        out[i] = ids.setdefault(r, len(ids) + 1)
+    return out
+
+
+def _bundles(length: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Hairs per shaft from width against the typical terminal width (see count_hairs)."""
+    n = length.shape[0]
+    out = np.ones(n, dtype=np.int32)
+    elong = width[(width > 0) & (length >= BUNDLE_MIN_ELONGATION * width)]
+    if elong.shape[0] < BUNDLE_MIN_HAIRS:
+        return out
+    upper = elong[elong >= np.median(elong)]
+    typical = float(np.median(upper))
+    if typical <= 0:
+        return out
+    ratio = width / typical
+    out[ratio >= BUNDLE_RATIO_2] = 2
+    out[ratio >= BUNDLE_RATIO_3] = 3
+    return out

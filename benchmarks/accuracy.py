@@ -1,0 +1,339 @@
+"""Accuracy benchmark: the pipeline against exact ground truth and against real FDU labels.
+
+Renders a fresh test set from the reserved ``accuracy`` seed range (benchmarks/seeds.toml;
+no test, tuning or training run uses it) and prints Markdown tables: overall and per stratum
+(hair colour, skin tone, scale, density band) count error per counting rule, density error,
+mean-width bias, class-count errors and exit-end accuracy. When ../shared/data/fdu is
+present it scores the FDU val split with ``count_rule="inside"``, and prints realism
+statistics of renders at 2.78 µm/px beside FDU val photos.
+
+Run by hand:  python benchmarks/accuracy.py [--n 200] [--segmenter classical] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED_DATA, fmt, machine, print_table, seed_range  # noqa: E402
+
+import trichoscan  # noqa: E402
+from trichoscan import synth  # noqa: E402
+
+FDU_UM_PER_PX = "fdu-70x-quadrant"
+HAIR_CLASSES = ("vellus", "intermediate", "terminal")
+
+
+# --------------------------------------------------------------------------- renders
+def rasterise_truth(render: synth.Render) -> np.ndarray:
+    """Label image of the truth hairs' visible shafts (hair index + 1), for matching."""
+    labels = np.zeros(render.mask.shape, dtype=np.int32)
+    for i, hair in enumerate(render.hairs):
+        pts = np.rint(hair.polyline_xy * 4).astype(np.int32).reshape(-1, 1, 2)
+        thickness = max(1, int(round(hair.width_px)))
+        cv2.polylines(labels, [pts], False, i + 1, thickness, cv2.LINE_8, shift=2)
+    labels[~render.mask] = 0
+    return labels
+
+
+def exit_end_scores(result: trichoscan.Analysis, render: synth.Render) -> dict[str, int]:
+    """Match detected hairs to truth hairs by overlap and score their exit-end decision."""
+    hairs = result.hairs
+    truth_labels = rasterise_truth(render)
+    both = (hairs.labels > 0) & (truth_labels > 0)
+    n_det, n_true = len(hairs) + 1, len(render.hairs) + 1
+    pairs = np.bincount(
+        hairs.labels[both].astype(np.int64) * n_true + truth_labels[both], minlength=n_det * n_true
+    ).reshape(n_det, n_true)
+    scores = {"matched": 0, "exit_right": 0, "one_cut": 0, "one_cut_right": 0}
+    for i in range(len(hairs)):
+        row = pairs[hairs.hair_id[i]]
+        j = int(np.argmax(row))
+        if j == 0 or row[j] < 3 or hairs.exit_end[i] not in ("a", "b"):
+            continue
+        truth = render.hairs[j - 1]
+        exit_xy = np.asarray(truth.exit_xy, dtype=float)
+        tip_xy = truth.polyline_xy[-1]
+        ends = (hairs.end_a_xy[i], hairs.end_b_xy[i])
+        # The end nearer the true exit (relative to the tip) is the true exit end.
+        d_a = np.hypot(*(ends[0] - exit_xy)) - np.hypot(*(ends[0] - tip_xy))
+        d_b = np.hypot(*(ends[1] - exit_xy)) - np.hypot(*(ends[1] - tip_xy))
+        true_end = "a" if d_a < d_b else "b"
+        right = hairs.exit_end[i] == true_end
+        scores["matched"] += 1
+        scores["exit_right"] += int(right)
+        if result.end_cut[i].sum() == 1:
+            scores["one_cut"] += 1
+            scores["one_cut_right"] += int(right)
+    return scores
+
+
+def pct_error(found: float, true: float) -> float:
+    return 100.0 * (found - true) / true if true > 0 else (0.0 if found == 0 else np.nan)
+
+
+def evaluate_seed(args: tuple[int, str, dict]) -> dict:
+    seed, segmenter, config_kwargs = args
+    render = synth.render(seed, synth.SynthConfig(**config_kwargs))
+    t0 = time.perf_counter()
+    result = trichoscan.analyze(
+        render.image, calibration=render.um_per_px, segmenter=segmenter, count_rule="exit"
+    )
+    seconds = time.perf_counter() - t0
+    truth = render.truth_dict()
+    hairs = render.hairs
+    true_counts = {
+        "exit": sum(h.counted_exit for h in hairs),
+        "inside": sum(h.counted_inside for h in hairs),
+        "visible": sum(h.counted_visible for h in hairs),
+    }
+    found_counts = {
+        "exit": result.exit_hair_count,
+        "inside": result.inside_hair_count,
+        "visible": result.visible_hair_count,
+    }
+    counted = [h for h in hairs if h.counted_exit]
+    true_width = float(np.mean([h.width_um for h in counted])) if counted else None
+    true_classes = {c: sum(h.hair_class == c for h in counted) for c in HAIR_CLASSES}
+    found_classes = {
+        "vellus": result.vellus_count,
+        "intermediate": result.intermediate_count,
+        "terminal": result.terminal_count,
+    }
+    true_density = true_counts["exit"] / truth["field_area_cm2"]
+    params = render.params
+    return {
+        "seed": seed,
+        "seconds": seconds,
+        "stratum": {
+            "hair colour": params["hair_colour"],
+            "skin tone": params["skin_tone"],
+            "scale": scale_band(render.um_per_px),
+            "density": density_band(params["density_per_cm2"]),
+        },
+        "count_err_pct": {r: pct_error(found_counts[r], true_counts[r]) for r in true_counts},
+        "density_err_pct": pct_error(result.density_per_cm2 or 0.0, true_density),
+        "width_bias_um": (
+            None
+            if true_width is None or result.mean_width_um is None
+            else result.mean_width_um - true_width
+        ),
+        "class_abs_err": {c: abs(found_classes[c] - true_classes[c]) for c in true_classes},
+        "true_exit_count": true_counts["exit"],
+        **exit_end_scores(result, render),
+    }
+
+
+def scale_band(um_per_px: float) -> str:
+    return "2.5–4 µm/px" if um_per_px < 4 else ("4–6 µm/px" if um_per_px < 6 else "6–9 µm/px")
+
+
+def density_band(density: float) -> str:
+    if density < 140:
+        return "60–140 /cm²"
+    return "140–220 /cm²" if density < 220 else "220–320 /cm²"
+
+
+def summarise_rows(records: list[dict]) -> list[str]:
+    med = {
+        r: float(np.nanmedian([abs(x["count_err_pct"][r]) for x in records]))
+        for r in ("exit", "inside", "visible")
+    }
+    bias = float(np.nanmean([x["count_err_pct"]["exit"] for x in records]))
+    dens = float(np.nanmedian([abs(x["density_err_pct"]) for x in records]))
+    widths = [x["width_bias_um"] for x in records if x["width_bias_um"] is not None]
+    cls = {
+        c: float(np.mean([x["class_abs_err"][c] for x in records]))
+        for c in ("vellus", "intermediate", "terminal")
+    }
+    matched = sum(x["matched"] for x in records)
+    right = sum(x["exit_right"] for x in records)
+    one_cut = sum(x["one_cut"] for x in records)
+    one_cut_right = sum(x["one_cut_right"] for x in records)
+    return [
+        str(len(records)),
+        fmt(med["exit"]),
+        fmt(bias, "+.1f"),
+        fmt(med["inside"]),
+        fmt(med["visible"]),
+        fmt(dens),
+        fmt(float(np.mean(widths)) if widths else None, "+.1f"),
+        f"{fmt(cls['vellus'])} / {fmt(cls['intermediate'])} / {fmt(cls['terminal'])}",
+        fmt(100.0 * right / matched if matched else None),
+        fmt(100.0 * one_cut_right / one_cut if one_cut else None),
+    ]
+
+
+RENDER_HEADERS = [
+    "stratum",
+    "photos",
+    "count err % (exit, median |e|)",
+    "count bias % (exit)",
+    "count err % (inside)",
+    "count err % (visible)",
+    "density err % (median |e|)",
+    "mean-width bias µm",
+    "class |err| V / I / T",
+    "exit end right %",
+    "exit right %, one end cut",
+]
+
+
+def run_renders(n: int, segmenter: str, workers: int) -> list[dict]:
+    seeds = list(seed_range("accuracy"))[:n]
+    config = {"height": 512, "width": 640}
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(evaluate_seed, [(s, segmenter, config) for s in seeds]))
+
+
+def print_render_tables(records: list[dict]) -> None:
+    rows = [["all", *summarise_rows(records)]]
+    for key in ("hair colour", "skin tone", "scale", "density"):
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for rec in records:
+            groups[rec["stratum"][key]].append(rec)
+        for value in sorted(groups):
+            rows.append([f"{key}: {value}", *summarise_rows(groups[value])])
+    print_table(RENDER_HEADERS, rows)
+
+
+# --------------------------------------------------------------------------- FDU val
+def fdu_count(xml_path: Path) -> int:
+    return len(ET.parse(xml_path).getroot().findall("object"))
+
+
+def evaluate_fdu_image(args: tuple[Path, str]) -> dict:
+    image_path, segmenter = args
+    xml_path = image_path.parents[1] / "annotations" / f"{image_path.stem}.xml"
+    true = fdu_count(xml_path)
+    try:
+        result = trichoscan.analyze(
+            str(image_path), calibration=FDU_UM_PER_PX, segmenter=segmenter, count_rule="inside"
+        )
+        found, error = result.hair_count, None
+    except trichoscan.TrichoscanError as exc:
+        found, error = None, str(exc)
+    return {"name": image_path.stem, "true": true, "found": found, "error": error}
+
+
+def run_fdu(segmenter: str, workers: int) -> list[dict] | None:
+    val = SHARED_DATA / "fdu" / "val"
+    if not val.is_dir():
+        return None
+    images = [val / "images" / f"{name}.jpg" for name in (val / "list.txt").read_text().split()]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(evaluate_fdu_image, [(p, segmenter) for p in images]))
+
+
+def print_fdu_table(records: list[dict], segmenter: str) -> None:
+    ok = [r for r in records if r["found"] is not None]
+    err = np.array([r["found"] - r["true"] for r in ok], dtype=float)
+    true = np.array([r["true"] for r in ok], dtype=float)
+    pct = 100.0 * err[true > 0] / true[true > 0]
+    print_table(
+        [
+            "segmenter",
+            "photos",
+            "failed",
+            "MAE / photo",
+            "mean |err| %",
+            "bias / photo",
+            "mean true count",
+        ],
+        [
+            [
+                segmenter,
+                str(len(ok)),
+                str(len(records) - len(ok)),
+                fmt(float(np.mean(np.abs(err))), ".2f"),
+                fmt(float(np.mean(np.abs(pct))), ".1f"),
+                fmt(float(np.mean(err)), "+.2f"),
+                fmt(float(np.mean(true)), ".1f"),
+            ]
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- realism
+def print_realism(n: int) -> None:
+    val = SHARED_DATA / "fdu" / "val" / "images"
+    if not val.is_dir():
+        return
+    config = synth.SynthConfig(height=1024, width=1280, um_per_px=(2.78, 2.78))
+    seeds = list(seed_range("accuracy"))[-n:]
+    ren = [synth.realism_stats(r.image, r.mask) for r in (synth.render(s, config) for s in seeds)]
+    photos = sorted(val.glob("*.jpg"))[:: max(1, len(list(val.glob("*.jpg"))) // n)][:n]
+    real = [
+        synth.realism_stats(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), None)
+        for p in photos
+    ]
+    keys = [k for k in ren[0] if isinstance(ren[0][k], int | float)]
+    rows = []
+    for key in keys:
+        r_vals = [s[key] for s in ren if s.get(key) is not None]
+        f_vals = [s[key] for s in real if s.get(key) is not None]
+        rows.append(
+            [
+                key,
+                f"{fmt(np.median(r_vals), '.3g')} [{fmt(np.percentile(r_vals, 10), '.3g')}, "
+                f"{fmt(np.percentile(r_vals, 90), '.3g')}]"
+                if r_vals
+                else "–",
+                f"{fmt(np.median(f_vals), '.3g')} [{fmt(np.percentile(f_vals, 10), '.3g')}, "
+                f"{fmt(np.percentile(f_vals, 90), '.3g')}]"
+                if f_vals
+                else "–",
+            ]
+        )
+    print_table(
+        [
+            "statistic (median [p10, p90])",
+            f"renders 2.78 µm/px (n={n})",
+            f"FDU val (n={len(real)})",
+        ],
+        rows,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="rendered test photos")
+    parser.add_argument("--segmenter", default="classical")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-fdu", action="store_true")
+    parser.add_argument("--realism-n", type=int, default=12)
+    parser.add_argument("--json", type=Path, help="also write the raw records here")
+    args = parser.parse_args(argv)
+
+    print(f"# trichoscan {trichoscan.__version__} accuracy, renderer {synth.RENDERER_VERSION}")
+    print(f"machine: {machine()}; segmenter: {args.segmenter}\n")
+    t0 = time.perf_counter()
+    records = run_renders(args.n, args.segmenter, args.workers)
+    print(f"## Rendered test set (seeds {seed_range('accuracy').start}+, 640x512)\n")
+    print_render_tables(records)
+    print(
+        f"\nmedian analyse time per render: {np.median([r['seconds'] for r in records]):.3f} s"
+        f" ({time.perf_counter() - t0:.0f} s total)\n"
+    )
+    fdu = None if args.no_fdu else run_fdu(args.segmenter, args.workers)
+    if fdu is not None:
+        print("## FDU val (real 70x photos, count_rule='inside', device fdu-70x-quadrant)\n")
+        print_fdu_table(fdu, args.segmenter)
+        print("\n## Realism: renders vs FDU val\n")
+        print_realism(args.realism_n)
+    if args.json:
+        args.json.write_text(json.dumps({"renders": records, "fdu": fdu}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

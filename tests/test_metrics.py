@@ -1,0 +1,206 @@
+"""Metrics on hand-built hair tables: counting rules, density, widths, classes, units."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trichoscan.calibration import Calibration
+from trichoscan.counting import HairTable
+from trichoscan.errors import InputError
+from trichoscan.metrics import (
+    SUMMARY_COLUMNS,
+    WidthCutoffs,
+    classify_widths,
+    counted_by_rule,
+    end_cut_flags,
+    summarize,
+)
+
+SHAPE = (100, 200)
+
+
+def make_table(ends, widths, exit_end, unit_id, bundle=None) -> HairTable:
+    """A hair table of straight hairs between the given (x0, y0, x1, y1) ends."""
+    ends = np.asarray(ends, dtype=float)
+    n = len(ends)
+    labels = np.zeros(SHAPE, dtype=np.int32)
+    paths = []
+    for i, (x0, y0, x1, y1) in enumerate(ends):
+        t = np.linspace(0, 1, 50)
+        path = np.column_stack([x0 + t * (x1 - x0), y0 + t * (y1 - y0)])
+        paths.append(path)
+        xs = np.clip(np.rint(path[:, 0]).astype(int), 0, SHAPE[1] - 1)
+        ys = np.clip(np.rint(path[:, 1]).astype(int), 0, SHAPE[0] - 1)
+        labels[ys, xs] = i + 1
+    length = np.hypot(ends[:, 2] - ends[:, 0], ends[:, 3] - ends[:, 1])
+    return HairTable(
+        hair_id=np.arange(1, n + 1, dtype=np.int32),
+        length_px=length,
+        width_px=np.asarray(widths, dtype=float),
+        width_sd_px=np.zeros(n),
+        end_a_xy=ends[:, :2].copy(),
+        end_b_xy=ends[:, 2:].copy(),
+        exit_end=np.asarray(exit_end, dtype="<U1"),
+        unit_id=np.asarray(unit_id, dtype=np.int32),
+        bundle_size=np.ones(n, np.int32) if bundle is None else np.asarray(bundle, np.int32),
+        labels=labels,
+        paths=tuple(paths),
+    )
+
+
+@pytest.fixture
+def table() -> HairTable:
+    # 0: wholly inside; 1: exit inside, tip cut by the right border;
+    # 2: stub entering from the left border (exit outside); 3: crossing the whole field;
+    # 4 and 5: a V from one opening at (100, 80), inside.
+    return make_table(
+        ends=[
+            (40, 40, 80, 40),
+            (150, 50, 199, 50),
+            (0, 20, 30, 25),
+            (60, 0, 60, 99),
+            (100, 80, 90, 60),
+            (100, 80, 110, 60),
+        ],
+        widths=[5.0, 10.0, 20.0, 8.0, 10.0, 12.0],
+        exit_end=["a", "a", "a", "a", "a", "a"],
+        unit_id=[1, 2, 3, 4, 5, 5],
+    )
+
+
+def test_end_cut_flags_follow_the_field_edge(table):
+    field = np.ones(SHAPE, bool)
+    cut = end_cut_flags(table, field)
+    expected = np.array(
+        [[0, 0], [0, 1], [1, 0], [1, 1], [0, 0], [0, 0]],
+        dtype=bool,
+    )
+    np.testing.assert_array_equal(cut, expected)
+
+
+def test_counting_rules(table):
+    cut = end_cut_flags(table, np.ones(SHAPE, bool))
+    np.testing.assert_array_equal(counted_by_rule(table, cut, "visible"), [1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(counted_by_rule(table, cut, "inside"), [1, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(counted_by_rule(table, cut, "exit"), [1, 1, 0, 0, 1, 1])
+    # The same stub with its exit at the inner end counts.
+    flipped = table.with_exit_ends(np.array(["a", "a", "b", "a", "a", "a"]))
+    np.testing.assert_array_equal(counted_by_rule(flipped, cut, "exit"), [1, 1, 1, 0, 1, 1])
+    with pytest.raises(InputError):
+        counted_by_rule(table, cut, "all")
+
+
+def test_unknown_exit_counts_unless_both_ends_cut(table):
+    unknown = table.with_exit_ends(np.full(len(table), "?"))
+    cut = end_cut_flags(unknown, np.ones(SHAPE, bool))
+    np.testing.assert_array_equal(counted_by_rule(unknown, cut, "exit"), [1, 1, 1, 0, 1, 1])
+
+
+def test_summarize_with_scale(table):
+    field = np.ones(SHAPE, bool)
+    cal = Calibration(5.0, "given")
+    result = summarize(table, field, cal, count_rule="exit")
+    assert result.hair_count == 4
+    assert result.visible_hair_count == 6
+    assert result.inside_hair_count == 3
+    assert result.exit_hair_count == 4
+    area_cm2 = 200 * 100 * (5e-3) ** 2 / 100
+    assert result.field_area_cm2 == pytest.approx(area_cm2)
+    assert result.density_per_cm2 == pytest.approx(4 / area_cm2)
+    widths_um = np.array([5.0, 10.0, 10.0, 12.0]) * 5.0  # 25, 50, 50, 60 µm
+    assert result.mean_width_um == pytest.approx(widths_um.mean())
+    assert result.median_width_um == pytest.approx(50.0)
+    assert result.width_sd_um == pytest.approx(np.std(widths_um, ddof=1))
+    assert (result.vellus_count, result.intermediate_count, result.terminal_count) == (1, 2, 1)
+    assert (result.thin_count, result.thick_count) == (1, 3)
+    assert result.cumulative_thickness_mm_per_cm2 == pytest.approx(
+        widths_um.sum() * 1e-3 / area_cm2
+    )
+    # Units among counted hairs: {1}, {2}, {5, 6} -> 3 units, 4/3 hairs per unit.
+    assert result.follicular_unit_count == 3
+    assert result.hairs_per_unit == pytest.approx(4 / 3)
+    assert result.single_hair_unit_pct == pytest.approx(200 / 3)
+    assert sum(result.width_histogram["counts"]) == 4
+
+
+def test_summarize_without_scale_has_no_physical_units(table):
+    result = summarize(table, np.ones(SHAPE, bool), Calibration.unknown(), count_rule="inside")
+    assert result.hair_count == 3
+    assert result.mean_width_px == pytest.approx((5 + 10 + 12) / 3)
+    for name in (
+        "density_per_cm2",
+        "mean_width_um",
+        "median_width_um",
+        "vellus_count",
+        "intermediate_count",
+        "terminal_count",
+        "thin_count",
+        "cumulative_thickness_mm_per_cm2",
+        "field_area_cm2",
+        "width_histogram",
+    ):
+        assert getattr(result, name) is None, name
+    assert result.hair_classes() is None
+
+
+def test_bundles_count_as_several_hairs():
+    tbl = make_table([(40, 40, 80, 40)], widths=[24.0], exit_end=["a"], unit_id=[1], bundle=[2])
+    result = summarize(tbl, np.ones(SHAPE, bool), Calibration(5.0, "given"))
+    assert result.hair_count == 2
+    assert result.mean_width_um == pytest.approx(60.0)
+    assert result.follicular_unit_count == 1
+    assert result.hairs_per_unit == pytest.approx(2.0)
+
+
+def test_field_mask_edge_counts_as_border(table):
+    field = np.ones(SHAPE, bool)
+    field[:, 140:] = False  # hair 1 now starts outside the field
+    cut = end_cut_flags(table, field)
+    assert cut[1].all()
+
+
+def test_classify_widths_and_cutoffs():
+    got = classify_widths(np.array([10.0, 29.9, 30.0, 59.9, 60.0, 100.0]))
+    assert got.tolist() == [
+        "vellus",
+        "vellus",
+        "intermediate",
+        "intermediate",
+        "terminal",
+        "terminal",
+    ]
+    custom = classify_widths(np.array([35.0, 45.0]), WidthCutoffs(40.0, 45.0))
+    assert custom.tolist() == ["vellus", "terminal"]
+    with pytest.raises(InputError):
+        WidthCutoffs(70.0, 60.0)
+
+
+def test_to_dict_round_trips_json(table):
+    result = summarize(table, np.ones(SHAPE, bool), Calibration(5.0, "given"), source="x.jpg")
+    data = json.loads(result.to_json())
+    assert data["schema_version"] == "1.0"
+    assert data["metrics"]["hair_count"] == 4
+    assert data["calibration"] == {
+        "um_per_px": 5.0,
+        "source": "given",
+        "device": None,
+        "detail": "",
+    }
+    assert [h["counted"] for h in data["hairs"]] == [True, True, False, False, True, True]
+    assert data["hairs"][0]["hair_class"] == "vellus"
+    assert data["hairs"][0]["width_um"] == pytest.approx(25.0)
+    assert set(result.summary()) == set(SUMMARY_COLUMNS)
+
+
+def test_empty_table():
+    empty = HairTable.empty(SHAPE)
+    result = summarize(empty, np.ones(SHAPE, bool), Calibration(5.0, "given"))
+    assert result.hair_count == 0
+    assert result.density_per_cm2 == 0.0
+    assert result.mean_width_um is None
+    assert result.follicular_unit_count == 0
+    assert result.hairs_per_unit is None
+    json.loads(result.to_json())

@@ -1,0 +1,113 @@
+"""End to end: rendered photos through the public API, against the renderer's truth."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import trichoscan
+from trichoscan import synth
+from trichoscan.errors import CalibrationError, InputError, ModelError
+
+
+@pytest.fixture(scope="module")
+def render() -> synth.Render:
+    return synth.render(7, synth.SynthConfig(height=384, width=480, um_per_px=(4.0, 4.0)))
+
+
+@pytest.fixture(scope="module")
+def result(render) -> trichoscan.Analysis:
+    return trichoscan.analyze(render.image, calibration=render.um_per_px, segmenter="classical")
+
+
+def test_counts_and_widths_match_truth(render, result):
+    true_exit = sum(h.counted_exit for h in render.hairs)
+    true_visible = sum(h.counted_visible for h in render.hairs)
+    assert true_exit >= 10
+    assert result.hair_count == pytest.approx(true_exit, rel=0.25)
+    assert result.visible_hair_count == pytest.approx(true_visible, rel=0.25)
+    true_width = np.mean([h.width_um for h in render.hairs if h.counted_exit])
+    assert result.mean_width_um == pytest.approx(true_width, abs=15.0)
+    truth = render.truth_dict()
+    true_density = true_exit / truth["field_area_cm2"]
+    assert result.density_per_cm2 == pytest.approx(true_density, rel=0.3)
+
+
+def test_result_records_scale_segmenter_and_quality(result):
+    assert result.calibration.um_per_px == 4.0
+    assert result.calibration.source == "given"
+    assert result.segmenter_used.name == "classical"
+    assert result.mask.shape == (384, 480)
+    assert result.mask.dtype == bool
+    assert 0.5 < result.quality.field_coverage <= 1.0
+    data = json.loads(result.to_json())
+    assert data["quality"]["field_coverage"] == pytest.approx(result.quality.field_coverage)
+    assert len(data["hairs"]) == len(result.hairs)
+
+
+def test_inputs_as_path_bytes_and_array_agree(render, tmp_path):
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), cv2.cvtColor(render.image, cv2.COLOR_RGB2BGR))
+    by_array = trichoscan.analyze(render.image, calibration=4.0, segmenter="classical")
+    by_path = trichoscan.analyze(path, calibration=4.0, segmenter="classical")
+    by_bytes = trichoscan.analyze(path.read_bytes(), calibration=4.0, segmenter="classical")
+    by_float = trichoscan.analyze(
+        render.image.astype(np.float32) / 255.0, calibration=4.0, segmenter="classical"
+    )
+    counts = {r.hair_count for r in (by_array, by_path, by_bytes, by_float)}
+    assert len(counts) == 1
+    assert by_path.source == str(path)
+
+
+def test_rules_order(result):
+    assert result.inside_hair_count <= result.exit_hair_count <= result.visible_hair_count
+    assert result.hair_count == result.exit_hair_count
+
+
+def test_segment_returns_input_shaped_bool_mask(render):
+    mask = trichoscan.segment(render.image, segmenter="classical")
+    assert mask.shape == render.image.shape[:2]
+    assert mask.dtype == bool
+    overlap = (mask & render.mask).sum() / max(render.mask.sum(), 1)
+    assert overlap > 0.6
+
+
+def test_pipeline_reuse_is_deterministic(render):
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    first = pipe.analyze(render.image, calibration=4.0)
+    second = pipe.analyze(render.image, calibration=4.0)
+    assert first.to_json() == second.to_json()
+
+
+def test_bad_arguments_raise_typed_errors(render):
+    with pytest.raises(InputError):
+        trichoscan.analyze(render.image, count_rule="everything")
+    with pytest.raises(InputError):
+        trichoscan.analyze(render.image, segmenter="magic")
+    with pytest.raises(CalibrationError):
+        trichoscan.analyze(render.image, calibration=-3)
+    with pytest.raises(CalibrationError):
+        trichoscan.analyze(render.image, calibration="no-such-device")
+
+
+def test_unet_without_weights_is_a_model_error(tmp_path, render):
+    from trichoscan.segmentation import unet
+
+    if unet.weights_available():
+        pytest.skip("weights are installed")
+    with pytest.raises(ModelError):
+        trichoscan.analyze(render.image, segmenter="unet")
+
+
+def test_no_hairs_gives_zero_not_garbage():
+    rng = np.random.default_rng(0)
+    skin = np.empty((256, 256, 3), np.float32)
+    skin[:] = (0.85, 0.68, 0.6)
+    skin += rng.normal(0, 0.01, skin.shape).astype(np.float32)
+    result = trichoscan.analyze(np.clip(skin, 0, 1), calibration=5.0, segmenter="classical")
+    assert result.hair_count == 0
+    assert result.density_per_cm2 == 0.0
+    assert result.mean_width_um is None

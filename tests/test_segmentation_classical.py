@@ -1,0 +1,273 @@
+"""Tests of the classical hair segmenter, the segmenter registry and the mask scores."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from trichoscan.errors import InputError
+from trichoscan.segmentation import SEGMENTERS, resolve_segmenter_name, segment_classical
+from trichoscan.segmentation.scoring import cldice, dice
+
+SKIN_LIGHT = (0.85, 0.68, 0.60)
+SKIN_DARK = (0.30, 0.19, 0.13)
+HAIR_DARK = (0.12, 0.10, 0.10)
+HAIR_WHITE = (0.85, 0.84, 0.80)
+VESSEL_RED = (0.75, 0.25, 0.28)
+BAR_LENGTH = 120.0
+
+
+def _coverage(shape: tuple[int, int], draw: callable, supersample: int = 8) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1]: ``draw(canvas, scale)`` at ``supersample`` x."""
+    h, w = shape
+    big = np.zeros((h * supersample, w * supersample), np.float32)
+    draw(big, supersample)
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _bar_coverage(
+    width: float, angle_deg: float, shape: tuple[int, int] = (160, 200), length: float = BAR_LENGTH
+) -> np.ndarray:
+    """Coverage of a straight bar (flat caps) of exact ``width`` centred in the image."""
+    h, w = shape
+    a = np.deg2rad(angle_deg)
+    d = np.array([np.cos(a), np.sin(a)])
+    n = np.array([-d[1], d[0]])
+    c = np.array([w / 2.0, h / 2.0])
+    corners = np.array(
+        [
+            c - d * length / 2 + n * width / 2,
+            c + d * length / 2 + n * width / 2,
+            c + d * length / 2 - n * width / 2,
+            c - d * length / 2 - n * width / 2,
+        ]
+    )
+
+    def draw(canvas: np.ndarray, s: int) -> None:
+        pts = np.round((corners * s + (s - 1) / 2.0) * 16).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], 1.0, lineType=cv2.LINE_8, shift=4)
+
+    return _coverage(shape, draw)
+
+
+def _compose(
+    coverage: np.ndarray,
+    background: tuple[float, float, float],
+    foreground: tuple[float, float, float],
+    *,
+    blur: float = 0.7,
+    noise: float = 0.01,
+    seed: int = 0,
+) -> np.ndarray:
+    """Blend two colours by coverage, with optical blur and sensor noise."""
+    cov = cv2.GaussianBlur(coverage, (0, 0), blur) if blur else coverage
+    bg = np.asarray(background, np.float32)
+    fg = np.asarray(foreground, np.float32)
+    img = bg * (1.0 - cov[..., None]) + fg * cov[..., None]
+    img += np.random.default_rng(seed).normal(0.0, noise, img.shape).astype(np.float32)
+    return np.clip(img, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@pytest.mark.parametrize("width", [3.0, 6.0, 12.0])
+@pytest.mark.parametrize("angle", [0.0, 30.0])
+def test_dark_bar_detected_with_unbiased_width(width: float, angle: float) -> None:
+    cov = _bar_coverage(width, angle)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK, seed=int(width * 10 + angle))
+    mask = segment_classical(img)
+    assert np.count_nonzero(mask & (cov == 0)) == 0  # nothing off the bar
+    core = cov > 0.99
+    assert np.count_nonzero(mask & core) >= 0.97 * np.count_nonzero(core)
+    width_est = np.count_nonzero(mask) / BAR_LENGTH
+    assert abs(width_est - width) <= 0.5
+
+
+def test_dark_bar_with_known_scale_downsampled_path() -> None:
+    # At 0.5 µm/px a 10 µm hair is 20 px: the segmenter works at reduced resolution and
+    # must upsample the edge, not a blocky mask.
+    width = 40.0  # 20 µm
+    cov = _bar_coverage(width, 20.0, shape=(320, 400), length=240.0)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK, blur=1.5)
+    mask = segment_classical(img, um_per_px=0.5)
+    assert np.count_nonzero(mask & (cov == 0)) <= 0.01 * np.count_nonzero(cov)
+    assert abs(np.count_nonzero(mask) / 240.0 - width) <= 1.0
+
+
+@pytest.mark.parametrize("polarity", ["auto", "light"])
+def test_light_hair_on_dark_skin_detected(polarity: str) -> None:
+    cov = _bar_coverage(6.0, 60.0)
+    img = _compose(cov, SKIN_DARK, HAIR_WHITE)
+    mask = segment_classical(img, polarity=polarity)
+    core = cov > 0.99
+    assert np.count_nonzero(mask & core) >= 0.95 * np.count_nonzero(core)
+    assert np.count_nonzero(mask & (cov == 0)) == 0
+
+
+def test_dark_polarity_ignores_light_hair() -> None:
+    cov = _bar_coverage(6.0, 60.0)
+    img = _compose(cov, SKIN_DARK, HAIR_WHITE)
+    assert not segment_classical(img, polarity="dark").any()
+
+
+def test_red_vessel_is_not_hair() -> None:
+    def draw(canvas: np.ndarray, s: int) -> None:
+        xs = np.linspace(10, 190, 60)
+        ys = 80 + 25 * np.sin(xs / 20.0)
+        pts = np.round(np.stack([xs, ys], 1) * s * 16).astype(np.int32)
+        cv2.polylines(canvas, [pts], False, 1.0, thickness=4 * s, shift=4)
+
+    cov = _coverage((160, 200), draw)
+    img = _compose(cov, SKIN_LIGHT, VESSEL_RED)
+    assert np.count_nonzero(segment_classical(img)) <= 0.02 * np.count_nonzero(cov)
+
+
+def test_round_dark_dots_are_not_hair() -> None:
+    def draw(canvas: np.ndarray, s: int) -> None:
+        for (x, y), r in [((40, 40), 4), ((120, 50), 7), ((70, 110), 10), ((160, 120), 3)]:
+            cv2.circle(canvas, (x * s, y * s), r * s, 1.0, -1)
+
+    cov = _coverage((160, 200), draw)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK)
+    assert not segment_classical(img).any()
+
+
+def test_dots_next_to_a_hair_leave_the_hair() -> None:
+    def draw(canvas: np.ndarray, s: int) -> None:
+        cv2.circle(canvas, (40 * s, 130 * s), 8 * s, 1.0, -1)
+        cv2.circle(canvas, (170 * s, 30 * s), 6 * s, 1.0, -1)
+
+    bar = _bar_coverage(5.0, 10.0)
+    dots = _coverage((160, 200), draw)
+    img = _compose(np.maximum(bar, dots), SKIN_LIGHT, HAIR_DARK)
+    mask = segment_classical(img)
+    assert np.count_nonzero(mask & (bar > 0.99)) >= 0.95 * np.count_nonzero(bar > 0.99)
+    assert np.count_nonzero(mask & (dots > 0)) == 0
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_uniform_image_gives_empty_mask(value: float) -> None:
+    img = np.full((96, 128, 3), value, np.float32)
+    assert not segment_classical(img).any()
+
+
+def test_noise_only_gives_empty_mask() -> None:
+    img = _compose(np.zeros((128, 128), np.float32), SKIN_LIGHT, HAIR_DARK, noise=0.02)
+    assert np.count_nonzero(segment_classical(img)) <= 10
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_output_shape_dtype_and_grey_input() -> None:
+    cov = _bar_coverage(5.0, 0.0, shape=(101, 173), length=100.0)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK)
+    mask = segment_classical(img)
+    assert mask.shape == (101, 173) and mask.dtype == bool
+    grey = segment_classical(img.mean(axis=2))
+    assert grey.shape == (101, 173) and grey.dtype == bool and grey.any()
+
+
+def test_outside_field_is_false() -> None:
+    cov = _bar_coverage(6.0, 0.0)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK)
+    field = np.ones(cov.shape, bool)
+    field[:, 100:] = False
+    mask = segment_classical(img, field)
+    assert not mask[:, 100:].any()
+    assert mask[:, :100].any()
+    assert not segment_classical(img, np.zeros_like(field)).any()
+
+
+def test_field_border_is_not_hair() -> None:
+    # A dark header bar excluded by the field must not make an edge that reads as hair.
+    img = np.full((160, 200, 3), SKIN_LIGHT, np.float32)
+    img[:20] = 0.05
+    field = np.ones((160, 200), bool)
+    field[:20] = False
+    assert not segment_classical(img, field).any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "img"),
+    [
+        ({"polarity": "both"}, np.zeros((32, 32, 3), np.float32)),
+        ({"um_per_px": 0.0}, np.zeros((32, 32, 3), np.float32)),
+        ({"um_per_px": float("nan")}, np.zeros((32, 32, 3), np.float32)),
+        ({}, np.zeros((32, 32, 4), np.float32)),
+        ({}, np.zeros((32,), np.float32)),
+        ({"field": np.ones((16, 16), bool)}, np.zeros((32, 32, 3), np.float32)),
+    ],
+)
+def test_bad_input_raises(kwargs: dict, img: np.ndarray) -> None:
+    field = kwargs.pop("field", None)
+    with pytest.raises(InputError):
+        segment_classical(img, field, **kwargs)
+
+
+def test_resolve_segmenter_name() -> None:
+    assert SEGMENTERS == ("classical", "unet")
+    assert resolve_segmenter_name("classical") == "classical"
+    assert resolve_segmenter_name("UNet") == "unet"
+    assert resolve_segmenter_name("auto") in SEGMENTERS
+    with pytest.raises(InputError):
+        resolve_segmenter_name("watershed")
+
+
+def test_resolve_auto_follows_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trichoscan.segmentation as seg
+
+    monkeypatch.setattr(seg, "_unet_weights_available", lambda: False)
+    assert seg.resolve_segmenter_name("auto") == "classical"
+    monkeypatch.setattr(seg, "_unet_weights_available", lambda: True)
+    assert seg.resolve_segmenter_name("auto") == "unet"
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def test_dice_hand_computed() -> None:
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[0, :3] = True  # 3 px
+    b[0, 1:] = True  # 3 px, 2 shared
+    assert dice(a, b) == pytest.approx(2 * 2 / 6)
+    assert dice(a, a) == 1.0
+    assert dice(a, np.zeros_like(a)) == 0.0
+    assert dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
+
+
+def test_cldice_hand_computed() -> None:
+    gt = np.zeros((9, 12), bool)
+    gt[3:6, 1:11] = True  # a 3 px thick bar: skeleton is its middle row
+    pred = np.zeros_like(gt)
+    pred[4, 1:6] = True  # a 1 px line covering half of it
+    # Tprec: the line's skeleton lies inside gt -> 1. Tsens: the part of gt's centre line
+    # inside pred.
+    from trichoscan.segmentation.scoring import skeleton
+
+    sg = skeleton(gt)
+    tsens = np.count_nonzero(sg & pred) / np.count_nonzero(sg)
+    assert 0 < tsens < 1
+    assert cldice(pred, gt) == pytest.approx(2 * tsens / (1 + tsens))
+    assert cldice(gt, gt) == 1.0
+    assert cldice(gt, np.zeros_like(gt)) == 0.0
+    assert cldice(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_cldice_ignores_width_errors_dice_does_not() -> None:
+    gt = np.zeros((20, 40), bool)
+    gt[8:12, 2:38] = True
+    fat = np.zeros_like(gt)
+    fat[6:14, 2:38] = True
+    assert cldice(fat, gt) == pytest.approx(1.0)
+    assert dice(fat, gt) < 0.7
+
+
+def test_scores_reject_mismatched_shapes() -> None:
+    with pytest.raises(InputError):
+        dice(np.zeros((3, 3)), np.zeros((3, 4)))
+    with pytest.raises(InputError):
+        cldice(np.zeros((3, 3)), np.zeros((3, 4)))

@@ -1,0 +1,371 @@
+"""Command-line interface: ``trichoscan analyze``, ``trichoscan synth``, ...
+
+Exit codes, shared by every command: 0 all done; 2 usage error; 3 some inputs failed (the
+others were written); 4 nothing could be processed. A bad input gives one clear line on
+stderr, never a traceback (``--verbose`` logs details).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, TrichoscanError
+
+__all__ = ["app", "main", "collect_images"]
+
+logger = logging.getLogger("trichoscan")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+#: Sidecar files written next to photos (renderer truth, our own outputs) are not photos.
+SIDECAR_STEMS = ("_mask", "_field", "_subsurface", "_overlay")
+
+app = typer.Typer(
+    name="trichoscan",
+    help="Hair count, density and thickness from trichoscopy photos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def collect_images(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand files and folders (recursively) into photo paths, sorted.
+
+    Returns the photos and ``(path, reason)`` for inputs that do not exist.
+    """
+    found: list[Path] = []
+    missing: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            for candidate in sorted(path.rglob("*")):
+                if (
+                    candidate.is_file()
+                    and candidate.suffix.lower() in IMAGE_SUFFIXES
+                    and not candidate.stem.endswith(SIDECAR_STEMS)
+                    and not any(part.startswith(".") for part in candidate.parts)
+                ):
+                    found.append(candidate)
+        elif path.is_file():
+            found.append(path)
+        else:
+            missing.append((path, "no such file or folder"))
+    return sorted(dict.fromkeys(found)), missing
+
+
+def _output_stems(images: list[Path]) -> dict[Path, Path]:
+    """Relative output path (without suffix) per photo, mirroring the input folders."""
+    if not images:
+        return {}
+    parents = [p.resolve().parent for p in images]
+    base = Path(os.path.commonpath([str(p) for p in parents]))
+    return {p: p.resolve().relative_to(base).with_suffix("") for p in images}
+
+
+@app.command()
+def analyze(
+    paths: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "trichoscan_out"
+    ),
+    um_per_px: Annotated[
+        float | None, typer.Option("--um-per-px", help="Scale in µm per pixel.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device profile name (see `devices`).")
+    ] = None,
+    segmenter: Annotated[str, typer.Option(help="auto, classical or unet.")] = "auto",
+    count_rule: Annotated[str, typer.Option(help="exit, inside or visible.")] = "exit",
+    overlay: Annotated[bool, typer.Option(help="Write an overlay PNG per photo.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Analyse photos: per-photo JSON, overlay PNG, summary.csv and report.html in OUT."""
+    _setup_logging(verbose)
+    from .calibration import resolve_calibration
+    from .io import read_image
+    from .metrics import COUNT_RULES
+    from .pipeline import Pipeline, PipelineConfig
+    from .report import encode_png, render_overlay, write_atomic
+
+    if um_per_px is not None and device is not None:
+        raise _fail("give either --um-per-px or --device, not both", 2)
+    if count_rule not in COUNT_RULES:
+        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", 2)
+    try:
+        calibration = resolve_calibration(um_per_px if device is None else device)
+        pipeline = Pipeline(PipelineConfig(segmenter=segmenter, count_rule=count_rule))
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+
+    images, missing = _collect_or_fail(paths)
+    stems = _output_stems(images)
+    rows: list[dict] = []
+    errors: list[dict[str, str]] = [{"source": str(p), "error": why} for p, why in missing]
+    overlays: dict[str, bytes] = {}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"cannot create output folder {out}: {exc.strerror}") from None
+
+    with typer.progressbar(images, label="analysing", file=sys.stderr) as bar:
+        for image_path in bar:
+            try:
+                result = pipeline.analyze(str(image_path), calibration=calibration)
+                stem = out / stems[image_path]
+                write_atomic(stem.with_suffix(".json"), result.to_json().encode("utf-8"))
+                if overlay:
+                    png = encode_png(render_overlay(read_image(str(image_path)), result))
+                    write_atomic(stem.parent / f"{stem.name}_overlay.png", png)
+                    overlays[str(stems[image_path])] = png
+                rows.append({**result.summary(), "source": str(image_path)})
+            except TrichoscanError as exc:
+                errors.append({"source": str(image_path), "error": str(exc)})
+                typer.echo(f"error: {image_path}: {exc}", err=True)
+            except OSError as exc:
+                errors.append({"source": str(image_path), "error": f"cannot write: {exc}"})
+                typer.echo(f"error: {image_path}: cannot write output: {exc}", err=True)
+            except Exception as exc:  # noqa: BLE001 - one bad photo must never stop a batch
+                logger.debug("unexpected failure on %s", image_path, exc_info=True)
+                errors.append({"source": str(image_path), "error": f"internal error: {exc!r}"})
+                typer.echo(
+                    f"error: {image_path}: internal error ({type(exc).__name__}: {exc}); "
+                    "please report it with --verbose output",
+                    err=True,
+                )
+
+    settings = {**pipeline.config.to_dict(), "segmenter_used": pipeline.segmenter_info.name}
+    _write_summaries(out, rows, errors, overlays, settings)
+    typer.echo(f"{len(rows)} of {len(rows) + len(errors)} photos analysed; results in {out}")
+    if not rows:
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_PARTIAL if errors else EXIT_OK)
+
+
+def _collect_or_fail(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    images, missing = collect_images(paths)
+    for path, why in missing:
+        typer.echo(f"error: {path}: {why}", err=True)
+    if not images:
+        raise _fail("no photos found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+    return images, missing
+
+
+def _write_summaries(
+    out: Path,
+    rows: list[dict],
+    errors: list[dict[str, str]],
+    overlays: dict[str, bytes],
+    settings: dict,
+) -> None:
+    from .metrics import SUMMARY_COLUMNS
+    from .report import write_csv, write_html_index
+
+    rows = sorted(rows, key=lambda r: r["source"])
+    errors = sorted(errors, key=lambda r: r["source"])
+    write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)
+    if errors:
+        write_csv(out / "errors.csv", errors, ["source", "error"])
+    else:
+        (out / "errors.csv").unlink(missing_ok=True)
+    write_html_index(out / "report.html", rows, overlays, errors, settings)
+
+
+@app.command()
+def batch(
+    root_or_manifest: Annotated[
+        Path, typer.Argument(help="Folder PATIENT/SITE/YYYY-MM-DD/*.jpg or a manifest CSV.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "trichoscan_batch"
+    ),
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Processes.")] = 1,
+    um_per_px: Annotated[
+        float | None, typer.Option("--um-per-px", help="Scale for photos without one.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device profile for photos without a scale.")
+    ] = None,
+    segmenter: Annotated[str, typer.Option(help="auto, classical or unet.")] = "auto",
+    count_rule: Annotated[str, typer.Option(help="exit, inside or visible.")] = "exit",
+    compare_sessions: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="Write changes.csv.")
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Analyse a study: images.csv, sessions.csv (95 % CIs), changes.csv, errors.csv in OUT.
+
+    Resumable: a re-run reprocesses only new or changed photos (cache in OUT/.cache).
+    """
+    _setup_logging(verbose)
+    from .batch import run_batch
+    from .metrics import COUNT_RULES
+    from .pipeline import PipelineConfig
+
+    if um_per_px is not None and device is not None:
+        raise _fail("give either --um-per-px or --device, not both", 2)
+    if count_rule not in COUNT_RULES:
+        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", 2)
+    if not root_or_manifest.exists():
+        raise _fail(f"{root_or_manifest}: no such folder or manifest CSV")
+    try:
+        config = PipelineConfig(segmenter=segmenter, count_rule=count_rule)
+        with typer.progressbar(length=1, label="analysing", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = total  # known once the study is read
+                bar.update(done - bar.pos)
+
+            result = run_batch(
+                root_or_manifest,
+                out,
+                config=config,
+                calibration=um_per_px if device is None else device,
+                workers=workers,
+                progress=progress,
+                compare_sessions=compare_sessions,
+            )
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write to {out}: {exc.strerror or exc}") from None
+    if result.n_errors:
+        typer.echo(f"error: {result.n_errors} failure(s), see {out / 'errors.csv'}", err=True)
+    typer.echo(
+        f"{result.n_photos - result.n_failed} of {result.n_photos} photos analysed "
+        f"({result.n_analysed} now, {result.n_cached} from cache); results in {out}"
+    )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def compare(
+    before: Annotated[Path, typer.Argument(help="Before: a photo, or a session folder.")],
+    after: Annotated[Path, typer.Argument(help="After: a photo, or a session folder.")],
+    um_per_px: Annotated[float | None, typer.Option("--um-per-px")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    segmenter: Annotated[str, typer.Option(help="auto, classical or unet.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the full comparison as JSON.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Compare photos of one scalp site before and after: change with 95 % CIs."""
+    _setup_logging(verbose)
+    import json
+
+    from .comparison import compare as compare_photos
+    from .report import write_atomic
+
+    if um_per_px is not None and device is not None:
+        raise _fail("give either --um-per-px or --device, not both", 2)
+    sides = []
+    for path in (before, after):
+        photos, missing = collect_images([path])  # a folder is a session
+        if missing or not photos:
+            raise _fail(f"{path}: no such file, or no photos in the folder")
+        sides.append([str(p) for p in photos])
+    try:
+        result = compare_photos(
+            sides[0],
+            sides[1],
+            calibration=um_per_px if device is None else device,
+            segmenter=segmenter,
+        )
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+    if not result.registered:
+        typer.echo("warning: " + "; ".join(result.notes), err=True)
+    else:
+        typer.echo(
+            f"registered: overlap {result.overlap_fraction:.0%}, "
+            f"quality {result.registration_quality:.2f}"
+        )
+    for name, c in result.changes.items():
+        if c.diff is None:
+            typer.echo(f"{name}: n/a (no scale, or too few hairs)")
+            continue
+        pct = "" if c.pct is None else f" ({c.pct:+.1f} %"
+        if c.pct_low is not None:
+            pct += f", 95 % CI {c.pct_low:+.1f} to {c.pct_high:+.1f} %"
+        pct += ")" if pct else ""
+        flag = "significant" if c.significant else "not significant"
+        typer.echo(f"{name}: {c.before:.4g} -> {c.after:.4g}{pct}, {flag}")
+    if result.fate is not None:
+        f = result.fate
+        typer.echo(f"hairs: {f.persisted} persisted, {f.new} new, {f.lost} lost")
+    if json_out is not None:
+        try:
+            write_atomic(json_out, json.dumps(result.to_dict(), indent=2).encode("utf-8"))
+        except OSError as exc:
+            raise _fail(f"cannot write {json_out}: {exc.strerror or exc}") from None
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of photos.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="First seed.")] = 0,
+    height: Annotated[int, typer.Option(min=64, help="Height in pixels.")] = 512,
+    width: Annotated[int, typer.Option(min=64, help="Width in pixels.")] = 640,
+) -> None:
+    """Render synthetic trichoscopy photos with exact ground truth (photo, mask, JSON)."""
+    from . import synth as synth_module
+
+    config = synth_module.SynthConfig(height=height, width=width)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"cannot create output folder {out}: {exc.strerror}") from None
+    with typer.progressbar(range(seed, seed + n), label="rendering", file=sys.stderr) as bar:
+        for s in bar:
+            render = synth_module.render(s, config)
+            synth_module.write_render(render, out, f"synth_{s:06d}")
+    typer.echo(f"{n} renders written to {out}")
+
+
+@app.command()
+def devices() -> None:
+    """List the device profiles (name, µm per pixel, description)."""
+    from .calibration import device_profiles
+
+    for profile in device_profiles().values():
+        typer.echo(f"{profile.name}\t{profile.um_per_px:g} µm/px\t{profile.description}")
+
+
+@app.command()
+def version() -> None:
+    """Print the trichoscan version."""
+    from ._version import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point; turns any escaped error into a clear line and code 4."""
+    try:
+        app()
+    except TrichoscanError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,427 @@
+"""Metrics: hair table + analysed field + scale -> the numbers a dermatologist reads.
+
+Counting rules decide which hairs belong to the field:
+
+``"exit"`` (default)
+    the hair's exit point (follicle end) lies in the field. Stubs entering from outside
+    are not counted, so density does not depend on hair length.
+``"inside"``
+    the whole visible hair lies in the field (the FDU labels' convention).
+``"visible"``
+    every visible hair.
+
+Without a scale every µm and cm² quantity is ``None``: widths are never split into
+classes by pixel width and density is never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from ._version import __version__
+from .calibration import Calibration
+from .counting import HairTable
+from .errors import InputError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "COUNT_RULES",
+    "WidthCutoffs",
+    "SegmenterInfo",
+    "Analysis",
+    "SUMMARY_COLUMNS",
+    "end_cut_flags",
+    "counted_by_rule",
+    "summarize",
+    "classify_widths",
+]
+
+SCHEMA_VERSION = "1.0"
+COUNT_RULES = ("exit", "inside", "visible")
+CountRule = Literal["exit", "inside", "visible"]
+HairClass = Literal["vellus", "intermediate", "terminal"]
+
+#: Width histogram bin edges in µm (10 µm bins up to 150 µm).
+WIDTH_BINS_UM = np.arange(0.0, 160.0, 10.0)
+
+
+@dataclass(frozen=True)
+class WidthCutoffs:
+    """Hair-width class cut-offs in µm.
+
+    Vellus < ``vellus_max_um`` <= intermediate < ``terminal_min_um`` <= terminal; TrichoScan
+    reports a single cut at ``trichoscan_cut_um`` (thin < cut <= thick).
+    """
+
+    vellus_max_um: float = 30.0
+    terminal_min_um: float = 60.0
+    trichoscan_cut_um: float = 40.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.vellus_max_um <= self.terminal_min_um):
+            raise InputError(
+                "width cut-offs must satisfy 0 < vellus_max_um <= terminal_min_um, got "
+                f"{self.vellus_max_um} and {self.terminal_min_um}"
+            )
+        if self.trichoscan_cut_um <= 0:
+            raise InputError("trichoscan_cut_um must be positive")
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "vellus_max_um": self.vellus_max_um,
+            "terminal_min_um": self.terminal_min_um,
+            "trichoscan_cut_um": self.trichoscan_cut_um,
+        }
+
+
+def classify_widths(width_um: np.ndarray, cutoffs: WidthCutoffs | None = None) -> np.ndarray:
+    """Class name per width: 'vellus', 'intermediate' or 'terminal'.
+
+    Parameters
+    ----------
+    width_um : array of float
+        Hair widths in µm.
+    cutoffs : WidthCutoffs, optional
+        Class boundaries; defaults to 30 / 60 µm.
+    """
+    cutoffs = cutoffs or WidthCutoffs()
+    width_um = np.asarray(width_um, dtype=float)
+    out = np.full(width_um.shape, "intermediate", dtype="<U12")
+    out[width_um < cutoffs.vellus_max_um] = "vellus"
+    out[width_um >= cutoffs.terminal_min_um] = "terminal"
+    return out
+
+
+@dataclass(frozen=True)
+class SegmenterInfo:
+    """Which segmenter produced the mask."""
+
+    name: str
+    weights_sha256: str | None = None
+    requested: str = "auto"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights_sha256": self.weights_sha256,
+            "requested": self.requested,
+            "note": self.note,
+        }
+
+
+def end_cut_flags(hairs: HairTable, field: np.ndarray, margin_px: float = 2.0) -> np.ndarray:
+    """Whether each end of each hair is cut by the edge of the analysed field.
+
+    An end is cut when it lies within half the hair's width plus ``margin_px`` of the
+    field's edge (the image border counts as edge): there the hair may continue unseen.
+
+    Returns
+    -------
+    (n, 2) bool
+        Column 0 for end a, column 1 for end b.
+    """
+    n = len(hairs)
+    if n == 0:
+        return np.zeros((0, 2), dtype=bool)
+    # Pad with background so the image border is an edge of the field too.
+    padded = np.pad(field.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    h, w = field.shape
+    limit = hairs.width_px / 2.0 + margin_px
+    cut = np.zeros((n, 2), dtype=bool)
+    for col, ends in enumerate((hairs.end_a_xy, hairs.end_b_xy)):
+        x = np.clip(np.rint(ends[:, 0]).astype(int), 0, w - 1)
+        y = np.clip(np.rint(ends[:, 1]).astype(int), 0, h - 1)
+        cut[:, col] = dist[y, x] <= limit
+    return cut
+
+
+def counted_by_rule(hairs: HairTable, end_cut: np.ndarray, rule: str) -> np.ndarray:
+    """Boolean per hair: does the counting ``rule`` count it in this field?
+
+    With the ``"exit"`` rule a hair whose exit end is unknown counts when neither end is
+    cut, or when exactly one is (the exit stage normally decides every hair).
+    """
+    if rule not in COUNT_RULES:
+        raise InputError(f"count_rule must be one of {COUNT_RULES}, got {rule!r}")
+    n = len(hairs)
+    if rule == "visible":
+        return np.ones(n, dtype=bool)
+    if rule == "inside":
+        return ~end_cut.any(axis=1)
+    exit_end = hairs.exit_end
+    exit_cut = np.where(exit_end == "a", end_cut[:, 0], end_cut[:, 1])
+    unknown = exit_end == "?"
+    exit_cut[unknown] = end_cut[unknown].all(axis=1)
+    return ~exit_cut
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Result of analysing one photo. Every µm/cm² field is ``None`` without a scale.
+
+    Scalars follow ``count_rule``: hair counts, density, width statistics, class counts,
+    cumulative thickness and follicular units are computed over the *counted* hairs.
+    ``hairs`` holds every visible hair; ``counted`` marks those the rule counts.
+    """
+
+    count_rule: str
+    hair_count: int
+    visible_hair_count: int
+    inside_hair_count: int
+    exit_hair_count: int
+    density_per_cm2: float | None
+    mean_width_px: float | None
+    mean_width_um: float | None
+    median_width_um: float | None
+    width_sd_um: float | None
+    vellus_count: int | None
+    intermediate_count: int | None
+    terminal_count: int | None
+    thin_count: int | None
+    thick_count: int | None
+    cumulative_thickness_mm_per_cm2: float | None
+    follicular_unit_count: int
+    hairs_per_unit: float | None
+    single_hair_unit_pct: float | None
+    width_histogram: dict[str, list[float]] | None
+    field_area_px: int
+    field_area_cm2: float | None
+    calibration: Calibration
+    segmenter_used: SegmenterInfo
+    cutoffs: WidthCutoffs
+    quality: Any
+    hairs: HairTable = field(repr=False)
+    counted: np.ndarray = field(repr=False)
+    end_cut: np.ndarray = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+    field_mask: np.ndarray = field(repr=False)
+    image_shape: tuple[int, int] = (0, 0)
+    source: str | None = None
+    schema_version: str = SCHEMA_VERSION
+    trichoscan_version: str = __version__
+
+    def hair_classes(self) -> np.ndarray | None:
+        """Class per hair row ('vellus'/'intermediate'/'terminal'), ``None`` without scale."""
+        per_hair = _per_hair_width_um(self.hairs)
+        return None if per_hair is None else classify_widths(per_hair, self.cutoffs)
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar metrics only (one CSV row, keys as :data:`SUMMARY_COLUMNS`)."""
+        return {
+            "source": self.source,
+            "count_rule": self.count_rule,
+            "hair_count": self.hair_count,
+            "visible_hair_count": self.visible_hair_count,
+            "inside_hair_count": self.inside_hair_count,
+            "exit_hair_count": self.exit_hair_count,
+            "density_per_cm2": self.density_per_cm2,
+            "mean_width_um": self.mean_width_um,
+            "median_width_um": self.median_width_um,
+            "width_sd_um": self.width_sd_um,
+            "mean_width_px": self.mean_width_px,
+            "vellus_count": self.vellus_count,
+            "intermediate_count": self.intermediate_count,
+            "terminal_count": self.terminal_count,
+            "thin_count": self.thin_count,
+            "thick_count": self.thick_count,
+            "cumulative_thickness_mm_per_cm2": self.cumulative_thickness_mm_per_cm2,
+            "follicular_unit_count": self.follicular_unit_count,
+            "hairs_per_unit": self.hairs_per_unit,
+            "single_hair_unit_pct": self.single_hair_unit_pct,
+            "field_area_px": self.field_area_px,
+            "field_area_cm2": self.field_area_cm2,
+            "um_per_px": self.calibration.um_per_px,
+            "calibration_source": self.calibration.source,
+            "segmenter": self.segmenter_used.name,
+            "weights_sha256": self.segmenter_used.weights_sha256,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict following schema ``schema_version`` (no image arrays)."""
+        classes = self.hair_classes()
+        records = self.hairs.to_records()
+        for i, rec in enumerate(records):
+            rec["counted"] = bool(self.counted[i])
+            rec["end_a_cut"] = bool(self.end_cut[i, 0])
+            rec["end_b_cut"] = bool(self.end_cut[i, 1])
+            rec["hair_class"] = None if classes is None else str(classes[i])
+        metrics = self.summary()
+        metrics.pop("source")
+        return {
+            "schema_version": self.schema_version,
+            "trichoscan_version": self.trichoscan_version,
+            "source": self.source,
+            "image_shape": list(self.image_shape),
+            "metrics": metrics,
+            "width_histogram": self.width_histogram,
+            "cutoffs": self.cutoffs.to_dict(),
+            "calibration": self.calibration.to_dict(),
+            "segmenter": self.segmenter_used.to_dict(),
+            "quality": self.quality.to_dict() if hasattr(self.quality, "to_dict") else None,
+            "hairs": records,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+#: Columns of :meth:`Analysis.summary`, in order (the summary CSV's header).
+SUMMARY_COLUMNS = (
+    "source",
+    "count_rule",
+    "hair_count",
+    "visible_hair_count",
+    "inside_hair_count",
+    "exit_hair_count",
+    "density_per_cm2",
+    "mean_width_um",
+    "median_width_um",
+    "width_sd_um",
+    "mean_width_px",
+    "vellus_count",
+    "intermediate_count",
+    "terminal_count",
+    "thin_count",
+    "thick_count",
+    "cumulative_thickness_mm_per_cm2",
+    "follicular_unit_count",
+    "hairs_per_unit",
+    "single_hair_unit_pct",
+    "field_area_px",
+    "field_area_cm2",
+    "um_per_px",
+    "calibration_source",
+    "segmenter",
+    "weights_sha256",
+)
+
+
+def _per_hair_width_um(hairs: HairTable) -> np.ndarray | None:
+    """Width of each hair of a row: a bundle of k hairs shares the shaft's width."""
+    if hairs.width_um is None:
+        return None
+    return hairs.width_um / np.maximum(hairs.bundle_size, 1)
+
+
+def _none_if_empty(values: np.ndarray, fn) -> float | None:
+    return float(fn(values)) if values.size else None
+
+
+def summarize(
+    hairs: HairTable,
+    field_mask: np.ndarray,
+    calibration: Calibration,
+    *,
+    mask: np.ndarray | None = None,
+    count_rule: str = "exit",
+    cutoffs: WidthCutoffs | None = None,
+    segmenter: SegmenterInfo | None = None,
+    quality: Any = None,
+    source: str | None = None,
+) -> Analysis:
+    """Compute every metric of one photo from its hair table and analysed field.
+
+    Parameters
+    ----------
+    hairs : HairTable
+        Hair instances with exit ends assigned (``'?'`` is tolerated).
+    field_mask : (H, W) bool
+        The analysed field; its area is the density's denominator.
+    calibration : Calibration
+        Scale; unknown scale leaves µm/cm² metrics ``None``.
+    count_rule : {'exit', 'inside', 'visible'}
+        Which hairs count (see module docstring).
+    """
+    if count_rule not in COUNT_RULES:
+        raise InputError(f"count_rule must be one of {COUNT_RULES}, got {count_rule!r}")
+    cutoffs = cutoffs or WidthCutoffs()
+    field_mask = np.asarray(field_mask, dtype=bool)
+    hairs = hairs.with_scale(calibration.um_per_px)
+    end_cut = end_cut_flags(hairs, field_mask)
+    bundle = np.maximum(hairs.bundle_size, 1).astype(int)
+    by_rule = {rule: counted_by_rule(hairs, end_cut, rule) for rule in COUNT_RULES}
+    counted = by_rule[count_rule]
+    hair_count = int(bundle[counted].sum())
+
+    field_area_px = int(field_mask.sum())
+    mm2 = calibration.mm2_per_px
+    field_area_cm2 = None if mm2 is None else field_area_px * mm2 / 100.0
+    density = None
+    if field_area_cm2:
+        density = hair_count / field_area_cm2
+
+    # One width per hair (a bundle row stands for bundle_size hairs of equal width).
+    width_px_rows = hairs.width_px / bundle
+    width_px = np.repeat(width_px_rows[counted], bundle[counted])
+    mean_width_px = _none_if_empty(width_px, np.mean)
+    width_um_rows = _per_hair_width_um(hairs)
+
+    mean_um = median_um = sd_um = cumulative = None
+    vellus = intermediate = terminal = thin = thick = None
+    histogram = None
+    if width_um_rows is not None:
+        width_um = np.repeat(width_um_rows[counted], bundle[counted])
+        mean_um = _none_if_empty(width_um, np.mean)
+        median_um = _none_if_empty(width_um, np.median)
+        sd_um = float(np.std(width_um, ddof=1)) if width_um.size > 1 else None
+        classes = classify_widths(width_um, cutoffs)
+        vellus = int((classes == "vellus").sum())
+        intermediate = int((classes == "intermediate").sum())
+        terminal = int((classes == "terminal").sum())
+        thin = int((width_um < cutoffs.trichoscan_cut_um).sum())
+        thick = int(width_um.size - thin)
+        if field_area_cm2:
+            cumulative = float(width_um.sum() * 1e-3 / field_area_cm2)
+        counts, edges = np.histogram(np.clip(width_um, 0, WIDTH_BINS_UM[-1] - 1e-9), WIDTH_BINS_UM)
+        histogram = {"edges_um": edges.tolist(), "counts": counts.astype(float).tolist()}
+
+    # Hairs per unit from the counted rows, each row weighted by its bundle size.
+    units, inverse = np.unique(hairs.unit_id[counted], return_inverse=True)
+    unit_sizes = np.bincount(inverse, weights=bundle[counted]) if units.size else None
+    unit_count = int(units.size)
+    hairs_per_unit = float(unit_sizes.mean()) if unit_sizes is not None else None
+    single_pct = float(100.0 * np.mean(unit_sizes == 1)) if unit_sizes is not None else None
+
+    return Analysis(
+        count_rule=count_rule,
+        hair_count=hair_count,
+        visible_hair_count=int(bundle[by_rule["visible"]].sum()),
+        inside_hair_count=int(bundle[by_rule["inside"]].sum()),
+        exit_hair_count=int(bundle[by_rule["exit"]].sum()),
+        density_per_cm2=density,
+        mean_width_px=mean_width_px,
+        mean_width_um=mean_um,
+        median_width_um=median_um,
+        width_sd_um=sd_um,
+        vellus_count=vellus,
+        intermediate_count=intermediate,
+        terminal_count=terminal,
+        thin_count=thin,
+        thick_count=thick,
+        cumulative_thickness_mm_per_cm2=cumulative,
+        follicular_unit_count=unit_count,
+        hairs_per_unit=hairs_per_unit,
+        single_hair_unit_pct=single_pct,
+        width_histogram=histogram,
+        field_area_px=field_area_px,
+        field_area_cm2=field_area_cm2,
+        calibration=calibration,
+        segmenter_used=segmenter or SegmenterInfo("unknown"),
+        cutoffs=cutoffs,
+        quality=quality,
+        hairs=hairs,
+        counted=counted,
+        end_cut=end_cut,
+        mask=np.zeros(field_mask.shape, bool) if mask is None else np.asarray(mask, bool),
+        field_mask=field_mask,
+        image_shape=(int(field_mask.shape[0]), int(field_mask.shape[1])),
+        source=source,
+    )

@@ -1,0 +1,184 @@
+"""The end-to-end pipeline: photo -> preprocess -> segment -> count -> exit ends -> metrics.
+
+:class:`Pipeline` resolves the segmenter (and loads a model) once, so a clinic app or a
+batch reuses it across photos; :func:`analyze` and :func:`segment` are one-shot helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import Calibration, read_scale_bar, resolve_calibration
+from .counting import count_hairs
+from .errors import InputError
+from .follicles import assign_exit_ends
+from .io import read_image
+from .metrics import COUNT_RULES, Analysis, SegmenterInfo, WidthCutoffs, summarize
+from .preprocess import Prepared, prepare
+from .segmentation import resolve_segmenter_name, segment_classical
+
+__all__ = ["PipelineConfig", "Pipeline", "analyze", "segment"]
+
+logger = logging.getLogger(__name__)
+
+ImageInput = str | Path | bytes | np.ndarray
+CalibrationInput = float | str | Calibration | None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of a :class:`Pipeline`.
+
+    Parameters
+    ----------
+    segmenter : {'auto', 'classical', 'unet'}
+        'auto' uses the U-Net when its weights are installed, else the classical one.
+    count_rule : {'exit', 'inside', 'visible'}
+        Default counting rule (see :mod:`trichoscan.metrics`).
+    cutoffs : WidthCutoffs
+        Vellus / terminal / TrichoScan width cut-offs in µm.
+    read_scale_from_photo : bool
+        When no calibration is given, look for a burned-in scale bar.
+    model_dir : Path, optional
+        Directory with U-Net weights and model card (default: the shipped ``models/``).
+    """
+
+    segmenter: str = "auto"
+    count_rule: str = "exit"
+    cutoffs: WidthCutoffs = field(default_factory=WidthCutoffs)
+    read_scale_from_photo: bool = True
+    model_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.count_rule not in COUNT_RULES:
+            raise InputError(f"count_rule must be one of {COUNT_RULES}, got {self.count_rule!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "segmenter": self.segmenter,
+            "count_rule": self.count_rule,
+            "cutoffs": self.cutoffs.to_dict(),
+            "read_scale_from_photo": self.read_scale_from_photo,
+            "model_dir": None if self.model_dir is None else str(self.model_dir),
+        }
+
+
+class Pipeline:
+    """Analyse photos with fixed settings; loads the segmentation model once.
+
+    Examples
+    --------
+    >>> pipe = Pipeline(PipelineConfig(segmenter="classical"))  # doctest: +SKIP
+    >>> result = pipe.analyze("photo.jpg", calibration=2.8)      # doctest: +SKIP
+    >>> result.density_per_cm2                                   # doctest: +SKIP
+    """
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self._segmenter_name = resolve_segmenter_name(self.config.segmenter)
+        self._model: Any = None
+        self.segmenter_info = SegmenterInfo(self._segmenter_name, requested=self.config.segmenter)
+        if self._segmenter_name == "unet":
+            from .segmentation import unet  # torch is imported only here
+
+            self._model = unet.load_model(self.config.model_dir)
+            self.segmenter_info = SegmenterInfo(
+                "unet", weights_sha256=self._model.sha256, requested=self.config.segmenter
+            )
+        elif self.config.segmenter == "auto":
+            note = "U-Net weights not installed; used the classical segmenter"
+            logger.info(note)
+            self.segmenter_info = SegmenterInfo("classical", requested="auto", note=note)
+
+    def _calibrate(self, rgb: np.ndarray, calibration: CalibrationInput) -> Calibration:
+        cal = resolve_calibration(calibration)
+        if not cal.known and self.config.read_scale_from_photo:
+            from_photo = read_scale_bar(rgb)
+            if from_photo is not None:
+                logger.info("scale read from the photo: %s", from_photo.detail)
+                return from_photo
+        return cal
+
+    def _segment_prepared(self, prepared: Prepared, um_per_px: float | None) -> np.ndarray:
+        if self._model is not None:
+            mask = self._model.segment(prepared.rgb, um_per_px=um_per_px)
+        else:
+            mask = segment_classical(prepared.rgb, prepared.field, um_per_px=um_per_px)
+        return mask & prepared.field
+
+    def segment(self, image: ImageInput, *, calibration: CalibrationInput = None) -> np.ndarray:
+        """Bool hair mask of ``image``, the input's height x width."""
+        rgb = read_image(image)
+        cal = self._calibrate(rgb, calibration)
+        return self._segment_prepared(prepare(rgb), cal.um_per_px)
+
+    def analyze(
+        self,
+        image: ImageInput,
+        *,
+        calibration: CalibrationInput = None,
+        count_rule: str | None = None,
+    ) -> Analysis:
+        """Analyse one photo.
+
+        Parameters
+        ----------
+        image : path, bytes or array
+            RGB (not BGR) array H x W or H x W x 3/4, uint8, uint16 or float in [0, 1], or
+            an encoded JPEG/PNG/TIFF/BMP as a path or bytes.
+        calibration : float, str or Calibration, optional
+            µm per pixel, a device-profile name, or a :class:`Calibration`. Without one the
+            photo's burned-in scale bar is used if found, else µm/cm² results are ``None``.
+        count_rule : {'exit', 'inside', 'visible'}, optional
+            Overrides the pipeline's default rule.
+
+        Raises
+        ------
+        TrichoscanError
+            ImageReadError, CalibrationError, InputError or ModelError for bad input.
+        """
+        rule = count_rule or self.config.count_rule
+        if rule not in COUNT_RULES:
+            raise InputError(f"count_rule must be one of {COUNT_RULES}, got {rule!r}")
+        rgb = read_image(image)
+        cal = self._calibrate(rgb, calibration)
+        prepared = prepare(rgb)
+        mask = self._segment_prepared(prepared, cal.um_per_px)
+        hairs = count_hairs(mask, um_per_px=cal.um_per_px)
+        hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
+        source = str(image) if isinstance(image, str | Path) else None
+        return summarize(
+            hairs,
+            prepared.field,
+            cal,
+            mask=mask,
+            count_rule=rule,
+            cutoffs=self.config.cutoffs,
+            segmenter=self.segmenter_info,
+            quality=prepared.quality,
+            source=source,
+        )
+
+
+def analyze(
+    image: ImageInput,
+    *,
+    calibration: CalibrationInput = None,
+    segmenter: str = "auto",
+    count_rule: str = "exit",
+) -> Analysis:
+    """Analyse one photo with default settings (see :meth:`Pipeline.analyze`)."""
+    pipeline = Pipeline(PipelineConfig(segmenter=segmenter, count_rule=count_rule))
+    return pipeline.analyze(image, calibration=calibration)
+
+
+def segment(
+    image: ImageInput, *, segmenter: str = "auto", calibration: CalibrationInput = None
+) -> np.ndarray:
+    """Bool hair mask of ``image`` (see :meth:`Pipeline.segment`)."""
+    return Pipeline(PipelineConfig(segmenter=segmenter)).segment(image, calibration=calibration)

@@ -1,0 +1,563 @@
+"""Classical hair segmentation: multi-scale ridge detection, hysteresis, half-depth edges.
+
+The honest baseline the U-Net must beat. Steps, on a working copy of the photo resampled
+so that the thinnest expected hair is still about 2.5 px wide:
+
+1. **Channels.** Dark hairs are found in ``max(R, G, B)``: a hair shaft is dark in every
+   channel, while a vessel keeps its red channel bright and so barely shows there. Light
+   (blond, grey, white) hairs are found in the mean of the channels.
+2. **Background.** A coarse median of each channel estimates the local skin level; a
+   pixel's *depth* is how much darker (or lighter) than the skin it is.
+3. **Ridge response.** At each scale σ (σ = w/2 peaks on a bar of width w) the Hessian's
+   eigenvalues give ``σ²(λ₁ − |λ₂|)``: about half the bar's depth on a line, zero on a
+   round dot (λ₁ = λ₂), a quarter on a step edge. Large scales run on a Gaussian pyramid.
+4. **Hysteresis** on the response, thresholds relative to a robust noise estimate
+   (median + k·MAD inside the field), gives the hair *cores*.
+5. **Edges at half depth.** A pixel near a core is hair when its depth is at least half
+   the core's depth (the half-maximum of a blurred bar lies on its true edge), so the
+   mask's width is unbiased instead of depending on the filter scale.
+6. **Cleanup.** Components that are not elongated (dots, follicle openings, flakes), too
+   short, or redder than hair (vessels) are dropped; small holes (specular glints on a
+   shaft) are filled. The continuous edge margin is upsampled, not the binary mask, so
+   widths stay unbiased at full resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["segment_classical", "ClassicalParams", "HAIR_WIDTH_UM", "DEFAULT_WIDTH_PX"]
+
+log = logging.getLogger(__name__)
+
+#: Physical range of hair-shaft widths (µm): thinnest vellus to thickest terminal hair.
+HAIR_WIDTH_UM = (10.0, 120.0)
+#: Hair widths (px) searched when the scale is unknown: broad, from fine 2 px lines to
+#: terminal hairs on a 70x photo.
+DEFAULT_WIDTH_PX = (2.0, 48.0)
+
+_POLARITIES = ("dark", "light", "auto")
+#: Quantile of a block taken as the skin level for dark hairs.
+_SKIN_QUANTILE = 0.7
+#: For light hairs the median: a lower quantile would sit on the dark hairs of a densely
+#: dark-haired scalp and make its skin look like light hair.
+_LIGHT_SKIN_QUANTILE = 0.5
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    """Tunable constants of :func:`segment_classical` (defaults are the calibrated ones).
+
+    Attributes
+    ----------
+    min_width_work_px
+        The working copy is downsampled until the thinnest expected hair is this wide.
+    scale_ratio
+        Ratio between successive ridge-filter scales.
+    k_high, k_low
+        Hysteresis thresholds in robust noise units (MAD × 1.4826) above the median.
+    skin_depth
+        Pixels less deep than this are skin for the noise estimate.
+    min_depth
+        Minimum depth (fraction of full scale) of a hair core below the skin level.
+    edge_fraction
+        A pixel is hair when its depth is at least this fraction of the nearby core's.
+    min_elongation
+        Minimum moment-based length / width of a kept component.
+    min_crossing_elongation, max_roughness
+        A component less elongated by its moments (an X of crossing hairs) is kept when
+        its area-based length / width reaches ``min_crossing_elongation`` and its edge is
+        smooth: boundary pixels at most ``max_roughness`` times a bar's perimeter.
+    min_length_widths
+        Minimum component length in units of the thinnest expected hair width.
+    max_red_ratio
+        Components whose red-channel depth is below this fraction of their green-channel
+        depth are vessels, not hair.
+    max_enclosed_share
+        A light component whose outline runs along dark hairs for more than this share
+        is skin seen between dark hairs, not a light hair.
+    light_keep_ratio
+        With ``polarity="auto"``, a polarity is kept only when its total hair length is at
+        least this fraction of the other's.
+    """
+
+    min_width_work_px: float = 2.5
+    scale_ratio: float = 1.6
+    k_high: float = 10.0
+    k_low: float = 5.0
+    min_depth: float = 0.04
+    skin_depth: float = 0.08
+    edge_fraction: float = 0.5
+    min_elongation: float = 2.0
+    min_crossing_elongation: float = 5.0
+    max_roughness: float = 1.45
+    min_length_widths: float = 4.0
+    max_red_ratio: float = 0.6
+    light_keep_ratio: float = 0.6
+    max_enclosed_share: float = 0.5
+
+
+def segment_classical(
+    rgb: np.ndarray,
+    field: np.ndarray | None = None,
+    *,
+    um_per_px: float | None = None,
+    polarity: str = "auto",
+    params: ClassicalParams | None = None,
+) -> np.ndarray:
+    """Segment hair shafts in an illumination-flattened trichoscopy photo.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        ``(H, W, 3)`` float image in [0, 1] (a ``(H, W)`` grey image is accepted too),
+        already illumination-flattened.
+    field : numpy.ndarray, optional
+        ``(H, W)`` bool mask of the analysable field; pixels outside it are never hair and
+        do not influence the noise estimate. Default: the whole image.
+    um_per_px : float, optional
+        Scale. When given, the filter scales cover hairs 10-120 µm wide and the photo is
+        processed at reduced resolution when its pixels are much finer than needed;
+        otherwise a broad default width range (2-48 px) is searched at full resolution.
+    polarity : {"auto", "dark", "light"}
+        Hairs darker than the skin, lighter (blond, grey, white hair on dark skin), or
+        decided per image: both are searched and a polarity is kept when it contributes a
+        substantial share of the hair length found.
+    params : ClassicalParams, optional
+        Tuning constants; the defaults are calibrated.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` bool hair mask.
+
+    Raises
+    ------
+    InputError
+        Wrong shape, a field of another size, a non-positive scale or unknown polarity.
+    """
+    p = params or ClassicalParams()
+    img = _check_image(rgb)
+    h, w = img.shape[:2]
+    fld = _check_field(field, (h, w))
+    if polarity not in _POLARITIES:
+        raise InputError(f"polarity must be one of {_POLARITIES}, got {polarity!r}")
+    if um_per_px is not None and not (math.isfinite(um_per_px) and um_per_px > 0):
+        raise InputError(f"um_per_px must be a positive number, got {um_per_px!r}")
+    if not fld.any():
+        return np.zeros((h, w), dtype=bool)
+
+    widths = _width_range_px(um_per_px)
+    factor = min(1.0, p.min_width_work_px / widths[0])
+    work_widths = (widths[0] * factor, widths[1] * factor)
+    small, fld_s = _resample(img, fld, factor)
+
+    chans = _Channels.build(small, fld_s, work_widths[1])
+    pols = ("dark", "light") if polarity == "auto" else (polarity,)
+    margins: dict[str, tuple[np.ndarray, float]] = {}
+    dark_hair = None
+    for pol in pols:
+        margins[pol] = _polarity_margin(chans, fld_s, work_widths, pol, p, dark_hair)
+        if pol == "dark":
+            dark_hair = margins[pol][0] > 0
+    if polarity == "auto":
+        margins = _choose_polarities(margins, p)
+
+    margin = np.maximum.reduce([m for m, _ in margins.values()])
+    if factor < 1.0:
+        margin = cv2.resize(margin, (w, h), interpolation=cv2.INTER_LINEAR)
+    mask = (margin > 0) & fld
+    return _fill_small_holes(mask, max_area=(0.6 * widths[1]) ** 2) & fld
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_image(rgb: np.ndarray) -> np.ndarray:
+    """Return the image as float32 ``(H, W, 3)``; grey input is replicated."""
+    arr = np.asarray(rgb)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
+        raise InputError(f"expected an (H, W, 3) RGB image, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _check_field(field: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """Return the field as a bool array of ``shape`` (all True when absent)."""
+    if field is None:
+        return np.ones(shape, dtype=bool)
+    fld = np.asarray(field, dtype=bool)
+    if fld.shape != shape:
+        raise InputError(f"field has shape {fld.shape}, the image {shape}")
+    return fld
+
+
+def _width_range_px(um_per_px: float | None) -> tuple[float, float]:
+    """Expected hair widths in pixels of the input."""
+    if um_per_px is None:
+        return DEFAULT_WIDTH_PX
+    return (HAIR_WIDTH_UM[0] / um_per_px, HAIR_WIDTH_UM[1] / um_per_px)
+
+
+def _resample(img: np.ndarray, fld: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Downsample image and field by ``factor`` (area averaging; no-op at 1)."""
+    if factor >= 1.0:
+        return img, fld
+    h, w = fld.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    fld_s = cv2.resize(fld.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    return small, fld_s
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def _skin_level(chan: np.ndarray, window: float, quantile: float) -> np.ndarray:
+    """Local skin level of ``chan``: a quantile over blocks, smoothed across blocks.
+
+    A quantile instead of the median keeps the estimate on the skin even where hairs cover
+    most of the window (dense or unshaved scalp): the 70th percentile of a block is skin as
+    long as 30 % of it is. A 3 × 3 median across blocks then removes blocks that are hair
+    throughout, and bilinear upsampling gives a smooth level.
+    """
+    h, w = chan.shape
+    stride = max(1, round(window / 32.0))  # about 8 x 8 samples per block are plenty
+    b = stride * max(1, round(window / 4.0 / stride))
+    nby, nbx = -(-h // b), -(-w // b)
+    padded = cv2.copyMakeBorder(chan, 0, nby * b - h, 0, nbx * b - w, cv2.BORDER_REFLECT)
+    bs = b // stride
+    sub = padded[::stride, ::stride]
+    blocks = sub.reshape(nby, bs, nbx, bs).transpose(0, 2, 1, 3).reshape(nby, nbx, bs * bs)
+    k = min(bs * bs - 1, int(quantile * bs * bs))
+    level = np.partition(blocks, k, axis=2)[:, :, k].astype(np.float32)
+    if min(nby, nbx) >= 3:
+        level = cv2.medianBlur(level, 3)
+    # Upsample so that each block's value sits at the block's centre.
+    big = cv2.resize(level, (nbx * b, nby * b), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(big[:h, :w])
+
+
+@dataclass
+class _Channels:
+    """Working channels and their skin-level backgrounds."""
+
+    rgb: np.ndarray
+    bg_rgb: np.ndarray
+    dark: np.ndarray
+    light: np.ndarray
+    bg_dark: np.ndarray
+    bg_light: np.ndarray
+
+    @classmethod
+    def build(cls, rgb: np.ndarray, fld: np.ndarray, max_width: float) -> _Channels:
+        """Fill outside the field with the skin level, then compute the skin levels."""
+        partial = not fld.all()
+        outside = (~fld).astype(np.uint8)
+        if partial:
+            step = max(1, int(math.sqrt(fld.size / 20_000)))  # a sample is enough
+            inside = rgb[::step, ::step][fld[::step, ::step]]
+            if inside.size == 0:
+                inside = rgb[fld]
+            fill = np.median(inside, axis=0).astype(np.float32)
+            rgb = rgb.copy()
+            cv2.copyTo(np.full_like(rgb, fill), outside, rgb)
+        window = max(32.0, 4.0 * max_width)
+        planes = cv2.split(rgb)
+        bg_rgb = cv2.merge([_skin_level(c, window, 0.5) for c in planes])
+        if partial:
+            # Outside the field, continue the skin level so no edge shows at its border.
+            cv2.copyTo(bg_rgb, outside, rgb)
+            planes = cv2.split(rgb)
+        dark = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
+        light = (planes[0] + planes[1] + planes[2]) * np.float32(1.0 / 3.0)
+        return cls(
+            rgb=rgb,
+            bg_rgb=bg_rgb,
+            dark=dark,
+            light=light,
+            # Dark hairs pull low quantiles down, light hairs pull high ones up.
+            bg_dark=_skin_level(dark, window, _SKIN_QUANTILE),
+            bg_light=_skin_level(light, window, _LIGHT_SKIN_QUANTILE),
+        )
+
+
+# --------------------------------------------------------------------------- ridge filter
+
+
+def _hessian_ridge(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalised dark-ridge response ``σ²(λ₁ − |λ₂|)`` at scale ``sigma``.
+
+    Computed on a pyramid level where the remaining blur is at least ~1.2 px, then
+    upsampled to ``img``'s size.
+    """
+    h, w = img.shape
+    level_img, level, acc = img, 0, 0.0  # acc: blur variance already applied, in input px²
+    # cv2.pyrDown blurs with σ ≈ 1 level px; keep ≥ 1.2 px of own blur at the level used.
+    while sigma / 2 ** (level + 1) >= 1.2 and min(level_img.shape) >= 16:
+        acc += (2.0**level) ** 2
+        level_img = cv2.pyrDown(level_img)
+        level += 1
+    scale = 2.0**level
+    rem = math.sqrt(max(sigma**2 - acc, 0.25)) / scale
+    g = cv2.GaussianBlur(level_img, (0, 0), rem, borderType=cv2.BORDER_REFLECT)
+    k2 = np.array([1.0, -2.0, 1.0], dtype=np.float32)
+    k1 = np.array([-0.5, 0.0, 0.5], dtype=np.float32)
+    k0 = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+    dxx = cv2.sepFilter2D(g, -1, k2, k0, borderType=cv2.BORDER_REFLECT)
+    dyy = cv2.sepFilter2D(g, -1, k0, k2, borderType=cv2.BORDER_REFLECT)
+    dxy = cv2.sepFilter2D(g, -1, k1, k1, borderType=cv2.BORDER_REFLECT)
+    half_tr = 0.5 * (dxx + dyy)
+    disc = cv2.sqrt(0.25 * (dxx - dyy) ** 2 + dxy**2)
+    lam1 = half_tr + disc
+    lam2 = half_tr - disc
+    # Level pixels: σ_level² λ_level = σ² λ, so normalise with the level's own σ.
+    resp = (sigma / scale) ** 2 * (lam1 - np.abs(lam2))
+    if level:
+        resp = cv2.resize(resp, (w, h), interpolation=cv2.INTER_LINEAR)
+    return resp
+
+
+def _ridge_response(img: np.ndarray, widths: tuple[float, float], ratio: float) -> np.ndarray:
+    """Maximum over scales of the dark-ridge response for bar widths in ``widths``."""
+    lo, hi = widths[0] / 2.0, widths[1] / 2.0
+    n = max(1, math.ceil(math.log(hi / lo) / math.log(ratio)) + 1)
+    sigmas = np.geomspace(lo, hi, n) if n > 1 else [lo]
+    return np.maximum.reduce([_hessian_ridge(img, float(s)) for s in sigmas])
+
+
+# --------------------------------------------------------------------------- per polarity
+
+
+def _robust_thresholds(
+    resp: np.ndarray, skin: np.ndarray, p: ClassicalParams
+) -> tuple[float, float]:
+    """Hysteresis thresholds: median + k·σ̂ (1.4826 × MAD) of the response on skin.
+
+    ``skin`` excludes the field's clearly hair-dark pixels, so that a scalp that is half
+    hair does not inflate its own noise estimate.
+    """
+    vals = resp[skin]
+    if vals.size < 64:
+        vals = resp.ravel()
+    if vals.size > 200_000:  # a strided subsample estimates the median just as well
+        vals = vals[:: vals.size // 200_000]
+    med = float(np.median(vals))
+    sigma = 1.4826 * float(np.median(np.abs(vals - med))) + 1e-6
+    return med + p.k_low * sigma, med + p.k_high * sigma
+
+
+def _hysteresis(resp: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Pixels above ``low`` that are connected to a pixel above ``high``."""
+    weak = (resp > low).astype(np.uint8)
+    n, labels = cv2.connectedComponents(weak, connectivity=8)
+    if n <= 1:
+        return np.zeros(resp.shape, dtype=bool)
+    strong = np.zeros(n, dtype=bool)
+    strong[np.unique(labels[resp > high])] = True
+    strong[0] = False
+    return strong[labels]
+
+
+def _polarity_margin(
+    ch: _Channels,
+    fld: np.ndarray,
+    widths: tuple[float, float],
+    polarity: str,
+    p: ClassicalParams,
+    dark_hair: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Edge margin (> 0 inside hair) of one polarity and its contrast-weighted length.
+
+    ``dark_hair`` (light polarity only): dark hairs already found; skin showing between
+    dense dark hairs is lighter than its surroundings but is not a light hair.
+
+    The margin is ``depth − edge_fraction · core depth`` on kept components and −1
+    elsewhere, so that a linear upsampling followed by ``> 0`` keeps the half-depth edge.
+    """
+    sign = 1.0 if polarity == "dark" else -1.0
+    img = ch.dark if polarity == "dark" else ch.light
+    bg = ch.bg_dark if polarity == "dark" else ch.bg_light
+    depth = sign * (bg - img)
+    resp = _ridge_response(sign * img, widths, p.scale_ratio)
+    low, high = _robust_thresholds(resp, fld & (depth < p.skin_depth), p)
+    core = _hysteresis(resp, low, high) & (depth > p.min_depth) & fld
+
+    # Core depth carried to the neighbourhood a hair's half-width can reach.
+    radius = max(1, math.ceil(widths[1] / 2.0))
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+    core_depth = cv2.dilate(np.where(core, depth, 0.0).astype(np.float32), kernel)
+    margin = depth - p.edge_fraction * core_depth
+    cand = (margin > 0) & (core_depth > 0) & fld
+
+    keep, length = _clean_components(cand, core, depth, ch, polarity, widths, p, dark_hair)
+    margin = np.where(keep, margin, -1.0).astype(np.float32)
+    # Let the upsampled edge fall between a kept pixel and its neighbour.
+    ring = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~keep
+    margin[ring] = np.minimum(depth - p.edge_fraction * core_depth, 0.0)[ring]
+    return margin, length
+
+
+def _clean_components(
+    cand: np.ndarray,
+    core: np.ndarray,
+    depth: np.ndarray,
+    ch: _Channels,
+    polarity: str,
+    widths: tuple[float, float],
+    p: ClassicalParams,
+    dark_hair: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """Keep elongated, smooth, long enough, hair-coloured components that contain a core.
+
+    Returns the kept mask and the kept components' total length (px).
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(cand.shape, dtype=bool), 0.0
+    shape = _component_shape(cand, labels, n)
+    has_core = np.bincount(labels[core], minlength=n)[1:] > 0
+    ok = has_core & (shape.length >= p.min_length_widths * widths[0])
+    # Straight or gently curved hairs are elongated by their second moments; an X of two
+    # crossing hairs is not, but it is long for its width and has smooth edges, unlike
+    # a ragged flake.
+    ok &= (shape.moment_elongation >= p.min_elongation) | (
+        (shape.length >= p.min_crossing_elongation * shape.width)
+        & (shape.roughness <= p.max_roughness)
+    )
+    if polarity == "dark":
+        ok &= _hair_coloured(labels, n, ch, p)
+    elif dark_hair is not None and dark_hair.any():
+        ok &= _enclosed_share(labels, n, dark_hair) <= p.max_enclosed_share
+    keep_lab = np.concatenate([[False], ok])
+    log.debug("%s: %d candidate components, %d kept", polarity, n - 1, int(np.count_nonzero(ok)))
+    # Score: length weighted by mean depth, so faint ragged flakes weigh little.
+    depth_sum = np.bincount(labels.ravel(), weights=depth.ravel(), minlength=n)[1:]
+    mean_depth = depth_sum / np.maximum(shape.area, 1.0)
+    return keep_lab[labels], float((shape.length * mean_depth)[ok].sum())
+
+
+@dataclass
+class _Shape:
+    """Per-component shape measures (index i is label i + 1)."""
+
+    area: np.ndarray
+    width: np.ndarray  # 4 × mean inner distance: exact for a straight bar
+    length: np.ndarray  # area / width
+    moment_elongation: np.ndarray  # sqrt of the covariance eigenvalue ratio: L/W of a bar
+    roughness: np.ndarray  # perimeter / perimeter of the equivalent bar
+
+
+def _crofton_perimeter_density(mask: np.ndarray) -> np.ndarray:
+    """Per-pixel share of the perimeter (Crofton formula on 4 directions).
+
+    Each foreground pixel is charged with its transitions to background along the
+    horizontal, vertical and both diagonal directions; summed over a component, the
+    weighted count estimates the Euclidean perimeter almost independently of the edge's
+    orientation (unlike counting boundary pixels).
+    """
+    m = np.pad(mask, 1).astype(np.float32)
+    inner = m[1:-1, 1:-1]
+    axial = (
+        (inner - m[1:-1, :-2]).clip(0)
+        + (inner - m[1:-1, 2:]).clip(0)
+        + (inner - m[:-2, 1:-1]).clip(0)
+        + (inner - m[2:, 1:-1]).clip(0)
+    )
+    diagonal = (
+        (inner - m[:-2, :-2]).clip(0)
+        + (inner - m[2:, 2:]).clip(0)
+        + (inner - m[:-2, 2:]).clip(0)
+        + (inner - m[2:, :-2]).clip(0)
+    )
+    # Crofton: P ≈ π/4 · (n_0 + n_90 + (n_45 + n_135)/√2), with n counting edge crossings
+    # (each transition seen once from the foreground side).
+    return (np.pi / 8.0) * (axial + diagonal / math.sqrt(2.0))
+
+
+def _component_shape(mask: np.ndarray, labels: np.ndarray, n: int) -> _Shape:
+    """Vectorised shape measures of every labelled component of ``mask``."""
+    ys, xs = np.nonzero(mask)
+    lab = labels[ys, xs]
+
+    def per_label(values: np.ndarray) -> np.ndarray:
+        return np.bincount(lab, weights=values, minlength=n)[1:]
+
+    area = per_label(np.ones(lab.size))
+    safe = np.maximum(area, 1.0)
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    # Mean distance to the edge over a bar's cross-section is W/4 (a pixel centre on the
+    # edge is 1 from the background in the distance transform, half a pixel in reality).
+    width = np.maximum(4.0 * (per_label(dist[ys, xs].astype(np.float64)) / safe - 0.5), 1.0)
+    length = area / width
+    xf, yf = xs.astype(np.float64), ys.astype(np.float64)
+    mx, my = per_label(xf) / safe, per_label(yf) / safe
+    sxx = per_label(xf * xf) / safe - mx**2 + 1.0 / 12.0
+    syy = per_label(yf * yf) / safe - my**2 + 1.0 / 12.0
+    sxy = per_label(xf * yf) / safe - mx * my
+    half_tr = 0.5 * (sxx + syy)
+    disc = np.sqrt(0.25 * (sxx - syy) ** 2 + sxy**2)
+    elong = np.sqrt((half_tr + disc) / np.maximum(half_tr - disc, 1e-6))
+    perimeter = per_label(_crofton_perimeter_density(mask)[ys, xs])
+    roughness = perimeter / (2.0 * (length + width))
+    return _Shape(area, width, length, elong, roughness)
+
+
+def _enclosed_share(labels: np.ndarray, n: int, other: np.ndarray) -> np.ndarray:
+    """Per component: share of its outer boundary that lies on ``other``'s pixels."""
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int64)
+    ring = (labels == 0) & (grown > 0)
+    lab = grown[ring]
+    total = np.bincount(lab, minlength=n)[1:]
+    on_other = np.bincount(lab[other[ring]], minlength=n)[1:]
+    return on_other / np.maximum(total, 1)
+
+
+def _hair_coloured(labels: np.ndarray, n: int, ch: _Channels, p: ClassicalParams) -> np.ndarray:
+    """Per component: is it darker in red than a vessel would be?
+
+    A hair shaft of any colour loses red about as much as green against the skin; a blood
+    vessel keeps its red, losing mostly green and blue.
+    """
+    depth = ch.bg_rgb - ch.rgb
+    flat = labels.ravel()
+    d_red = np.bincount(flat, weights=depth[:, :, 0].ravel(), minlength=n)[1:]
+    d_green = np.bincount(flat, weights=depth[:, :, 1].ravel(), minlength=n)[1:]
+    return d_red >= p.max_red_ratio * np.maximum(d_green, 0.0)
+
+
+def _choose_polarities(
+    margins: dict[str, tuple[np.ndarray, float]], p: ClassicalParams
+) -> dict[str, tuple[np.ndarray, float]]:
+    """Keep a polarity only when its hair length is a fair share of the other's.
+
+    Light ridges also appear on dark-haired scalps (glints, flakes, skin folds); they are
+    dropped unless light hairs make up a substantial part of what was found.
+    """
+    total = max(length for _, length in margins.values())
+    kept = {k: v for k, v in margins.items() if v[1] >= p.light_keep_ratio * total}
+    log.debug("polarity lengths %s", {k: round(v[1]) for k, v in margins.items()})
+    return kept or margins
+
+
+def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """Fill background components smaller than ``max_area`` that do not touch the border."""
+    inv = (~mask).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+    if n <= 1:
+        return mask
+    h, w = mask.shape
+    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    bw, bh = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    inner = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    small = (stats[:, cv2.CC_STAT_AREA] <= max_area) & inner
+    small[0] = False
+    return mask | small[labels]
