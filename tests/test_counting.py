@@ -312,7 +312,9 @@ def test_invariant_under_rotations_and_flips(scene, k, flip):
     r = np.ascontiguousarray(r[:, ::-1] if flip else r)
     t1 = count_hairs(r)
     assert len(t1) == len(t0)
-    assert t1.length_px.sum() == pytest.approx(t0.length_px.sum(), rel=0.015)
+    # tips of a rotated raster differ by a fraction of a pixel: 1.5 % or 1 px per hair
+    tol = max(0.015 * t0.length_px.sum(), 1.0 * len(t0))
+    assert t1.length_px.sum() == pytest.approx(t0.length_px.sum(), abs=tol)
     np.testing.assert_allclose(np.sort(t1.width_px), np.sort(t0.width_px), atol=0.3)
     assert t1.bundle_size.sum() == t0.bundle_size.sum()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 import pytest
@@ -248,15 +246,34 @@ def test_exit_accuracy_on_renders() -> None:
     # Development seeds only (the benchmark's reserved range is never used in tests).
     synth = pytest.importorskip("trichoscan.synth")
     preprocess = pytest.importorskip("trichoscan.preprocess")
-    cfg = synth.SynthConfig(height=256, width=320)
+    cfg = synth.SynthConfig(height=384, width=480)
     right, total = 0, 0
-    for seed in range(4, 11):
+    for seed in range(4, 10):
         render = synth.render(seed, cfg)
         prepared = preprocess.prepare(render.image)
         hairs, want = _truth_table(render, np.random.default_rng(seed))
         est = assign_exit_ends(hairs, prepared.rgb, prepared.field)
         right += int((est.hairs.exit_end == want).sum())
         total += len(hairs)
-    assert total >= 50
-    # Measured 94 % on these seeds (96 % on 300 full-size development renders).
-    assert right / total >= 0.80
+    assert total >= 80
+    # Measured 100 % on these seeds (137 hairs) and 94-96 % over 400 full-size development
+    # renders; photos with few hairs can flip as a whole, hence the margin.
+    assert right / total >= 0.85
+
+
+def test_many_samples_beyond_remap_limit() -> None:
+    # cv2.remap refuses maps of 32767 rows or more: sampling must lay points out in blocks.
+    from scipy.ndimage import map_coordinates
+
+    from trichoscan.follicles import _sample
+
+    rng = np.random.default_rng(1)
+    img = rng.random((50, 60, 3)).astype(np.float32)
+    xy = rng.random((40000, 2)) * [59, 49]
+    got = _sample(img, xy)
+    want = np.stack(
+        [map_coordinates(img[..., c], [xy[:, 1], xy[:, 0]], order=1) for c in range(3)], axis=1
+    )
+    assert got.shape == (40000, 3)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.isnan(_sample(img, np.array([[-5.0, 3.0]]))).all()

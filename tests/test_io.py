@@ -454,6 +454,11 @@ def test_metadata_without_decoding(tmp_path):
     assert meta.to_dict()["exif_orientation"] == 1
 
 
+def test_metadata_of_an_array_is_refused():
+    with pytest.raises(InputError, match="path or bytes"):
+        image_metadata(np.zeros((20, 20, 3), np.uint8))  # type: ignore[arg-type]
+
+
 def test_result_carries_no_metadata(tmp_path):
     img = Image.fromarray(_pattern())
     exif = img.getexif()

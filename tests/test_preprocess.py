@@ -165,6 +165,30 @@ def test_scale_bar_masked_from_field():
     assert f[300, 450]
 
 
+@pytest.mark.parametrize("level", [0.15, 0.97])
+def test_unknown_style_bar_masked_but_not_read(level):
+    from trichoscan.calibration import read_scale_bar
+
+    img = _scalp(h=600, w=800, seed=22, hairs=0)
+    # The renderer's style: 1-px L with a short vertical arm, dark or light, label box.
+    cv2.line(img, (60, 520), (360, 520), (level,) * 3, 1, cv2.LINE_AA)
+    cv2.line(img, (60, 520), (60, 415), (level,) * 3, 1, cv2.LINE_AA)
+    img[505:530, 366:420] = 0.16
+    f = find_field(img)
+    assert not f[520, 60:360].any()
+    assert not f[420:520, 60].any()
+    assert not f[515, 370:415].any()  # label region past the free end
+    assert f[300, 400]
+    assert read_scale_bar(img) is None
+
+
+def test_axis_aligned_hair_is_not_a_drawn_line():
+    img = _scalp(h=600, w=800, seed=23, hairs=0)
+    cv2.line(img, (100, 300), (500, 300), (0.12, 0.1, 0.1), 9)  # a thick straight hair
+    f = find_field(img)
+    assert f[296:305, 120:480].all()
+
+
 def test_find_field_accepts_uint8():
     img = (_scalp(seed=9) * 255).astype(np.uint8)
     assert find_field(img).mean() > 0.9
@@ -319,12 +343,17 @@ def test_no_hair_photo_is_fine():
     assert p.quality.field_coverage > 0.95
 
 
-def test_all_hair_photo_is_fine():
-    img = np.full((300, 400, 3), 0.62, np.float32)
-    for x in range(0, 400, 12):
-        cv2.line(img, (x, 0), (x + 40, 299), (0.1, 0.1, 0.1), 8)
-    p = prepare(img)
+def test_dense_hair_photo_is_fine():
+    p = prepare(_scalp(h=300, w=400, seed=24, hairs=150))
     assert p.quality.field_coverage > 0.9
+
+
+def test_hair_mat_is_processed_with_warnings():
+    # A mat of hair hiding nearly all skin: analysed, but flagged, never an exception.
+    p = prepare(_scalp(h=300, w=400, seed=24, hairs=400))
+    assert p.quality.field_coverage > 0.3
+    assert p.quality.too_dark
+    assert p.quality.warnings
 
 
 @pytest.mark.slow

@@ -170,6 +170,14 @@ def test_output_shape_dtype_and_grey_input() -> None:
     assert grey.shape == (101, 173) and grey.dtype == bool and grey.any()
 
 
+def test_uint8_input_matches_float() -> None:
+    cov = _bar_coverage(5.0, 15.0)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK)
+    as_u8 = np.round(img * 255).astype(np.uint8)
+    same = segment_classical(as_u8) == segment_classical(as_u8.astype(np.float32) / 255)
+    assert same.all()
+
+
 def test_outside_field_is_false() -> None:
     cov = _bar_coverage(6.0, 0.0)
     img = _compose(cov, SKIN_LIGHT, HAIR_DARK)
@@ -196,6 +204,7 @@ def test_field_border_is_not_hair() -> None:
         ({"polarity": "both"}, np.zeros((32, 32, 3), np.float32)),
         ({"um_per_px": 0.0}, np.zeros((32, 32, 3), np.float32)),
         ({"um_per_px": float("nan")}, np.zeros((32, 32, 3), np.float32)),
+        ({"um_per_px": "five"}, np.zeros((32, 32, 3), np.float32)),
         ({}, np.zeros((32, 32, 4), np.float32)),
         ({}, np.zeros((32,), np.float32)),
         ({"field": np.ones((16, 16), bool)}, np.zeros((32, 32, 3), np.float32)),

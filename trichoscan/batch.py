@@ -21,20 +21,43 @@ Resumable: each photo's result is cached under ``out_dir/.cache`` keyed by the f
 content hash, the settings, the model version and the trichoscan version (and the scale
 used), so a re-run reprocesses nothing unchanged; registrations are cached per pair of
 photo hashes. One bad photo never stops the batch. Workers are processes with one thread
-each, so the results do not depend on the number of workers. Every file is written
-atomically.
+each, so the results do not depend on the number of workers. Every file, cache entries
+included, is written atomically (temporary file + rename): a batch killed at any moment
+leaves only complete files, and a re-run finishes the work.
+
+Privacy
+-------
+Nothing read from a photo's metadata (EXIF, GPS, device serials, ICC) reaches an output:
+photos are decoded to pixels only. The cache is keyed by content and holds no file path.
+With ``anonymise=True`` (``trichoscan batch --anonymise``) every patient id is replaced
+by a stable pseudonym, ``anon-`` followed by 12 hex digits of
+HMAC-SHA256(key, patient id), in every table (the ``patient`` column, the ``path``
+column, which becomes ``PSEUDONYM/SITE/DATE/FILE``, and error messages). The key is 32
+random bytes created on the first anonymised run and stored in
+``out_dir/.trichoscan-pseudonym-key`` (:data:`PSEUDONYM_KEY_FILE`), so re-runs into the
+same folder keep the same pseudonyms; copy the key file into another output folder to
+share pseudonyms across folders. Whoever holds the key can re-identify patients by
+hashing candidate names: do not share it with the tables, and delete it when links
+back to patients must become impossible. Site names, dates and the photos' file names
+are kept (a patient id inside a file name is replaced too), so keep other identifiers
+out of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
 import pickle
+import secrets
 import sys
+import tempfile
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -54,25 +77,32 @@ from .comparison import (
     photo_stats,
     register_photos,
 )
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, TrichoscanError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, InputError, TrichoscanError
 from .metrics import SUMMARY_COLUMNS, Analysis
 from .report import write_atomic, write_csv
-from .sessions import Photo, Session, Study, read_study, share_session_scale
+from .sessions import Photo, Session, Study, group_photos, read_study, share_session_scale
 
 __all__ = [
     "CACHE_VERSION",
+    "PSEUDONYM_KEY_FILE",
     "IMAGE_COLUMNS",
     "SESSION_COLUMNS",
     "CHANGE_COLUMNS",
     "ERROR_COLUMNS",
     "BatchResult",
     "run_batch",
+    "pseudonym",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the cached payload's layout changes.
-CACHE_VERSION = "1"
+#: Bump when the cached payload's layout changes (2: no file paths in cache entries).
+CACHE_VERSION = "2"
+#: Per-study secret key of the pseudonyms, in the output folder (see the module notes).
+PSEUDONYM_KEY_FILE = ".trichoscan-pseudonym-key"
+#: Stands for the photo's path in cached error messages: the cache is keyed by content,
+#: so one entry may serve several paths (and must not hold a patient's name).
+_PHOTO = "<photo>"
 CLASSES = ("vellus", "intermediate", "terminal")
 
 IMAGE_COLUMNS = (
@@ -257,17 +287,22 @@ def _run_task(task: _Task) -> dict[str, Any]:
         with _fixed_threads():
             result = _pipeline(task.config).analyze(task.path, calibration=task.calibration)
     except TrichoscanError as exc:
-        outcome = {"ok": False, "error": str(exc)}
+        outcome = {"ok": False, "error": str(exc).replace(task.path, _PHOTO)}
         _write_cache(meta, None, outcome)  # a bad input stays bad: cache it too
         return outcome
     except Exception as exc:  # noqa: BLE001 - one bad photo must never stop a batch
         logger.debug("unexpected failure on %s", task.path, exc_info=True)
-        return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+        error = f"internal error: {type(exc).__name__}: {exc}"
+        return {"ok": False, "error": error.replace(task.path, _PHOTO)}
+    # The cache is keyed by content: it must not remember which path (patient) it came from.
+    result = dataclasses.replace(result, source=None)
+    summary = result.summary()
+    summary.pop("source", None)
     quality = result.quality
     warnings = "; ".join(getattr(quality, "warnings", ()) or ())
     outcome = {
         "ok": True,
-        "summary": result.summary(),
+        "summary": summary,
         "calibration": result.calibration.to_dict(),
         "quality_warnings": warnings,
     }
@@ -346,6 +381,74 @@ def _calibration_of(cal: dict[str, Any]) -> Calibration:
     return Calibration(cal["um_per_px"], cal["source"], cal.get("device"), cal.get("detail", ""))
 
 
+def pseudonym(patient: str, key: bytes) -> str:
+    """Stable pseudonym of a patient id: ``anon-`` + 12 hex digits of HMAC-SHA256.
+
+    Parameters
+    ----------
+    patient : str
+        Patient id (folder name or manifest value); Unicode-normalised (NFC) and stripped
+        first, so the same name copied from macOS (NFD) or typed in a manifest agrees.
+    key : bytes
+        The study's secret key (see :data:`PSEUDONYM_KEY_FILE`).
+
+    Returns
+    -------
+    str
+    """
+    name = unicodedata.normalize("NFC", patient.strip()).encode("utf-8")
+    return "anon-" + hmac.new(key, name, hashlib.sha256).hexdigest()[:12]
+
+
+def _pseudonym_key(out: Path) -> bytes:
+    """The study's pseudonym key from ``out``, created (32 random bytes, hex) if absent."""
+    path = out / PSEUDONYM_KEY_FILE
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            # link, not rename: never replaces a key another run created meanwhile
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        # Never silently replaced: a new key would give every patient a new pseudonym.
+        raise InputError(
+            f"{path} is damaged (64 hex digits expected); restore it from a backup, or "
+            "delete it to start new pseudonyms"
+        )
+    return key
+
+
+def _anonymised(study: Study, rels: dict[Path, str], key: bytes) -> tuple[Study, dict[Path, str]]:
+    """The study with pseudonyms for patients, and the photos' pseudonymous paths."""
+    alias = {p.patient: pseudonym(p.patient, key) for p in study.photos()}
+    if len(set(alias.values())) != len(alias):  # 48 bits: astronomically unlikely
+        raise InputError("two patients share a pseudonym; delete the pseudonym key and re-run")
+    photos, out, seen = [], {}, set()
+    for photo in study.photos():
+        anon = alias[photo.patient]
+        name = photo.path.name.replace(photo.patient, anon) if photo.patient else photo.path.name
+        rel = f"{anon}/{photo.site}/{photo.date.isoformat()}/{name}"
+        k = 1
+        while rel in seen:  # same file name in two folders of one manifest session
+            k += 1
+            rel = f"{anon}/{photo.site}/{photo.date.isoformat()}/{k}-{name}"
+        seen.add(rel)
+        out[photo.path] = rel
+        photos.append(dataclasses.replace(photo, patient=anon))
+    return group_photos(photos), out
+
+
 def run_batch(
     root_or_manifest: str | Path,
     out_dir: str | Path,
@@ -356,6 +459,7 @@ def run_batch(
     progress: Callable[[int, int], None] | None = None,
     compare_sessions: bool = True,
     mp_context: str = "spawn",
+    anonymise: bool = False,
 ) -> BatchResult:
     """Analyse every photo of a study and write images/sessions/changes/errors CSVs.
 
@@ -378,11 +482,15 @@ def run_batch(
         Also write ``changes.csv`` (registration of each session pair).
     mp_context : str
         Multiprocessing start method for ``workers > 1``.
+    anonymise : bool
+        Replace patient ids by stable pseudonyms in every output (key in
+        ``out_dir/.trichoscan-pseudonym-key``; see the module notes).
 
     Raises
     ------
     InputError
-        If the folder/manifest cannot be read (nothing is processed then).
+        If the folder/manifest cannot be read or the output folder cannot be written
+        (nothing is processed then).
     """
     from .pipeline import Pipeline, PipelineConfig
 
@@ -391,7 +499,16 @@ def run_batch(
     study = read_study(root)
     base = _base_dir(root)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # Checked before any work, so a bad --out never costs a whole batch.
+        raise InputError(
+            f"cannot create the output folder {out}: {exc.strerror or exc}; "
+            "choose a writable folder"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"the output folder {out} is not writable; choose another")
     cache_dir = out / ".cache"
     default_cal = resolve_calibration(calibration) if calibration is not None else None
     info = Pipeline(config).segmenter_info
@@ -403,7 +520,10 @@ def run_batch(
     }
     settings_key = _digest(settings)
 
-    states = {p.path: _PhotoState(p, _relative(p.path, base)) for p in study.photos()}
+    rels = {p.path: _relative(p.path, base) for p in study.photos()}
+    if anonymise:
+        study, rels = _anonymised(study, rels, _pseudonym_key(out))
+    states = {p.path: _PhotoState(p, rels[p.path]) for p in study.photos()}
     total = len(states)
     done = 0
 
@@ -483,7 +603,7 @@ def run_batch(
             state.outcome = results[task.key]
 
     errors = [
-        {"path": s.rel, "stage": s.error_stage, "error": s.outcome["error"]}
+        {"path": s.rel, "stage": s.error_stage, "error": s.outcome["error"].replace(_PHOTO, s.rel)}
         for s in states.values()
         if not (s.outcome or {}).get("ok")
     ]
@@ -496,9 +616,17 @@ def run_batch(
     if compare_sessions:
         rows = _change_rows(study, states, cache_dir, settings_key, errors, reg_stats)
         files["changes"] = write_csv(out / "changes.csv", rows, CHANGE_COLUMNS)
+    for error in errors:  # absolute paths name the patient's folder: show the table's path
+        for s in states.values():
+            error["error"] = error["error"].replace(str(s.photo.path), s.rel)
     errors.sort(key=lambda e: (e["path"], e["stage"]))
     files["errors"] = write_csv(out / "errors.csv", errors, ERROR_COLUMNS)
-    provenance = {**settings, "n_photos": total, "calibration": _calibration_token(default_cal)}
+    provenance = {
+        **settings,
+        "n_photos": total,
+        "calibration": _calibration_token(default_cal),
+        "anonymised": anonymise,
+    }
     files["batch"] = write_atomic(
         out / "batch.json", json.dumps(provenance, indent=2, default=str).encode("utf-8")
     )

@@ -27,7 +27,7 @@ __all__ = [
     "device_profiles",
     "find_scale_bar",
     "find_scale_bar_gray",
-    "drawn_lines_mask",
+    "scan_overlays",
     "read_scale_bar",
     "resolve_calibration",
 ]
@@ -188,7 +188,7 @@ SCALE_BAR_STYLES: dict[str, float] = {"l-corner": 1.0}
 _LINE_OFFSET = 3  # px above/below (left/right of) a line pixel that must be background
 _LINE_CONTRAST = 0.12  # line vs both sides, in 0..1 brightness
 _LINE_MAX_THICK = 6  # px; drawn lines are 1-3 px (2x upsampled: 2-4)
-_LINE_MAX_STD = 0.06  # drawn lines have one colour; hairs and skin do not
+_LINE_MAX_DEV = 0.06  # drawn lines have one colour (±this); hairs and skin do not
 _PIECE_MIN_LEN = 12  # px; shorter pieces of line are not trusted
 _ARM_RATIO_TOL = 0.015  # equal arms within 1.5 % (FDU: 360 vs 362 px); a hidden end differs more
 _CORNER_TOL = 6  # px between the two arms' ends at the corner
@@ -299,10 +299,17 @@ def _pieces_in_band(d: np.ndarray, resp: np.ndarray, r0: int) -> list[_Line]:
         core = sub[core_row, np.arange(bw)]
         ok = np.isfinite(core)
         vals = core[ok]
-        if vals.size < 0.9 * bw or float(np.std(vals)) > _LINE_MAX_STD:
+        if vals.size < 0.9 * bw:
+            continue
+        level = float(np.median(vals))
+        # One colour along (nearly) all of it; a few odd pixels (a speck, the corner of
+        # an "L") are tolerated.
+        if np.mean(np.abs(vals - level) <= _LINE_MAX_DEV) < 0.9:
             continue
         pos = float(r0 + y + core_row[ok].mean())
-        pieces.append(_Line(pos, int(x), int(x + bw - 1), int(bh), float(vals.mean())))
+        # Thickness: rows covering most of the length (not the odd fringe pixel).
+        thick = max(1, int(np.count_nonzero(sel.sum(axis=1) >= 0.5 * bw)))
+        pieces.append(_Line(pos, int(x), int(x + bw - 1), thick, level))
     return pieces
 
 
@@ -407,13 +414,20 @@ def find_scale_bar_gray(gray: np.ndarray) -> ScaleBar | None:
     """:func:`find_scale_bar` on a float32 luminance image in [0, 1]."""
     if gray.ndim != 2 or min(gray.shape) < 64:
         return None
-    min_len = max(40, int(0.05 * min(gray.shape)))
+    min_len = _bar_min_len(gray.shape)
     # Only the documented style: dark lines. (Light bars exist on other devices, but without
     # a known label convention they could not be given a length anyway.)
     horiz = _thin_lines(gray, False, min_len)
     if not horiz:
         return None
-    vert = _thin_lines(gray, True, min_len)
+    return _bar_from_lines(gray, horiz, _thin_lines(gray, True, min_len))
+
+
+def _bar_min_len(shape: tuple[int, ...]) -> int:
+    return max(40, int(0.05 * min(shape[:2])))
+
+
+def _bar_from_lines(gray: np.ndarray, horiz: list[_Line], vert: list[_Line]) -> ScaleBar | None:
     for hl in horiz:
         for vl in vert:
             bar = _match_l(gray, gray, hl, vl)
@@ -519,14 +533,15 @@ def _continues(d: np.ndarray, line: _Line, free: int, horizontal: bool) -> bool:
     return False
 
 
-def drawn_lines_mask(gray: np.ndarray) -> np.ndarray:
-    """Mask of drawn straight lines of any style (scale bars whose label cannot be read).
+def scan_overlays(gray: np.ndarray) -> tuple[ScaleBar | None, np.ndarray]:
+    """A recognised scale bar and the mask of every drawn line, from one line search.
 
-    Used to keep overlays out of the analysed field even when :func:`find_scale_bar` does
-    not recognise the style. A drawn line is dark or light, one colour, 1-3 px thick,
+    A drawn line is dark or light, one colour, 1-4 px thick (anti-aliasing included),
     exactly horizontal or vertical and at least a tenth of the short image side long — a
-    combination hairs practically never show. Where two such lines form an "L", the region
-    past the horizontal arm's free end (where bars put their label) is masked too.
+    combination hairs practically never show. Masking all of them keeps scale bars of
+    unknown style (whose label cannot be read) out of the analysed field. Where two such
+    lines form an "L", the region past the horizontal arm's free end (where bars put their
+    label) is masked too.
 
     Parameters
     ----------
@@ -535,40 +550,55 @@ def drawn_lines_mask(gray: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Bool (H, W).
+    bar : ScaleBar or None
+        As :func:`find_scale_bar_gray`.
+    mask : numpy.ndarray
+        Bool (H, W): drawn lines, L labels, and the recognised bar with its label.
     """
     h, w = gray.shape
     out = np.zeros((h, w), bool)
     if min(h, w) < 64:
-        return out
+        return None, out
+    bar_len = _bar_min_len(gray.shape)
+    dark_h, dark_v = _thin_lines(gray, False, bar_len), _thin_lines(gray, True, bar_len)
+    bar = _bar_from_lines(gray, dark_h, dark_v) if dark_h and dark_v else None
+    light = 1.0 - gray
     min_len = max(40, int(0.1 * min(h, w)))
+    for d, horiz, vert in (
+        (gray, dark_h, dark_v),
+        (light, _thin_lines(light, False, min_len), _thin_lines(light, True, min_len)),
+    ):
+        horiz = [ln for ln in horiz if ln.thick <= 4 and ln.length >= min_len]
+        vert = [ln for ln in vert if ln.thick <= 4 and ln.length >= min_len]
+        _mask_lines(out, d, horiz, vert)
+    if bar is not None:
+        out |= bar.mask((h, w))
+    return bar, out
+
+
+def _mask_lines(out: np.ndarray, d: np.ndarray, horiz: list[_Line], vert: list[_Line]) -> None:
+    """Mark drawn lines (padded) and the label region of any "L" they form in ``out``."""
     pad = 3
-    for d in (gray, 1.0 - gray):
-        horiz = [ln for ln in _thin_lines(d, False, min_len) if ln.thick <= 3]
-        vert = [ln for ln in _thin_lines(d, True, min_len) if ln.thick <= 3]
-        for ln in horiz:
-            y = int(round(ln.pos))
-            out[max(0, y - pad - 1) : y + pad + 2, max(0, ln.lo - pad) : ln.hi + pad + 1] = True
-        for ln in vert:
-            x = int(round(ln.pos))
-            out[max(0, ln.lo - pad) : ln.hi + pad + 1, max(0, x - pad - 1) : x + pad + 2] = True
-        for hl in horiz:
-            for vl in vert:
-                left = _reaches(d, hl, hl.lo, vl.pos, False)
-                right = _reaches(d, hl, hl.hi, vl.pos, False)
-                if not (left or right) or not (
-                    _reaches(d, vl, vl.hi, hl.pos, True) or _reaches(d, vl, vl.lo, hl.pos, True)
-                ):
-                    continue
-                n = hl.length
-                y0, y1 = int(hl.pos - 0.12 * n), int(hl.pos + 0.06 * n) + 1
-                if left:
-                    x0, x1 = hl.hi, int(hl.hi + 0.45 * n) + 1
-                else:
-                    x0, x1 = int(hl.lo - 0.45 * n), hl.lo + 1
-                out[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
-    return out
+    for ln in horiz:
+        y = int(round(ln.pos))
+        out[max(0, y - pad - 1) : y + pad + 2, max(0, ln.lo - pad) : ln.hi + pad + 1] = True
+    for ln in vert:
+        x = int(round(ln.pos))
+        out[max(0, ln.lo - pad) : ln.hi + pad + 1, max(0, x - pad - 1) : x + pad + 2] = True
+    for hl in horiz:
+        for vl in vert:
+            left = _reaches(d, hl, hl.lo, vl.pos, False)
+            right = _reaches(d, hl, hl.hi, vl.pos, False)
+            corner = _reaches(d, vl, vl.hi, hl.pos, True) or _reaches(d, vl, vl.lo, hl.pos, True)
+            if not (left or right) or not corner:
+                continue
+            n = hl.length
+            y0, y1 = int(hl.pos - 0.12 * n), int(hl.pos + 0.06 * n) + 1
+            if left:
+                x0, x1 = hl.hi, int(hl.hi + 0.45 * n) + 1
+            else:
+                x0, x1 = int(hl.lo - 0.45 * n), hl.lo + 1
+            out[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
 
 
 def read_scale_bar(rgb: np.ndarray) -> Calibration | None:

@@ -34,8 +34,13 @@ app = typer.Typer(
 )
 
 
+def _one_line(message: object) -> str:
+    """Collapse a message to one line: some (e.g. torch's) span several."""
+    return " ".join(str(message).split())
+
+
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_one_line(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -124,6 +129,8 @@ def analyze(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(f"cannot create output folder {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):  # else every photo would fail, one by one
+        raise _fail(f"output folder {out} is not writable; choose another with --out")
 
     with typer.progressbar(images, label="analysing", file=sys.stderr) as bar:
         for image_path in bar:
@@ -138,7 +145,7 @@ def analyze(
                 rows.append({**result.summary(), "source": str(image_path)})
             except TrichoscanError as exc:
                 errors.append({"source": str(image_path), "error": str(exc)})
-                typer.echo(f"error: {image_path}: {exc}", err=True)
+                typer.echo(f"error: {image_path}: {_one_line(exc)}", err=True)
             except OSError as exc:
                 errors.append({"source": str(image_path), "error": f"cannot write: {exc}"})
                 typer.echo(f"error: {image_path}: cannot write output: {exc}", err=True)
@@ -146,13 +153,17 @@ def analyze(
                 logger.debug("unexpected failure on %s", image_path, exc_info=True)
                 errors.append({"source": str(image_path), "error": f"internal error: {exc!r}"})
                 typer.echo(
-                    f"error: {image_path}: internal error ({type(exc).__name__}: {exc}); "
+                    f"error: {image_path}: internal error "
+                    f"({type(exc).__name__}: {_one_line(exc)}); "
                     "please report it with --verbose output",
                     err=True,
                 )
 
     settings = {**pipeline.config.to_dict(), "segmenter_used": pipeline.segmenter_info.name}
-    _write_summaries(out, rows, errors, overlays, settings)
+    try:
+        _write_summaries(out, rows, errors, overlays, settings)
+    except OSError as exc:
+        raise _fail(f"cannot write the summary files in {out}: {exc.strerror or exc}") from None
     typer.echo(f"{len(rows)} of {len(rows) + len(errors)} photos analysed; results in {out}")
     if not rows:
         raise typer.Exit(EXIT_FAILED)
@@ -164,7 +175,10 @@ def _collect_or_fail(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, st
     for path, why in missing:
         typer.echo(f"error: {path}: {why}", err=True)
     if not images:
-        raise _fail("no photos found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+        if missing and len(missing) == len(paths):  # each input already has its error line
+            raise typer.Exit(EXIT_FAILED)
+        where = ", ".join(str(p) for p in paths)
+        raise _fail(f"no photos found in {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return images, missing
 
 
@@ -208,6 +222,14 @@ def batch(
     compare_sessions: Annotated[
         bool, typer.Option("--compare/--no-compare", help="Write changes.csv.")
     ] = True,
+    anonymise: Annotated[
+        bool,
+        typer.Option(
+            "--anonymise",
+            help="Replace patient ids with stable pseudonyms (secret key kept in "
+            "OUT/.trichoscan-pseudonym-key: do not share it with the tables).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Analyse a study: images.csv, sessions.csv (95 % CIs), changes.csv, errors.csv in OUT.
@@ -241,6 +263,7 @@ def batch(
                 workers=workers,
                 progress=progress,
                 compare_sessions=compare_sessions,
+                anonymise=anonymise,
             )
     except TrichoscanError as exc:
         raise _fail(str(exc)) from None
@@ -364,7 +387,7 @@ def main() -> None:
     try:
         app()
     except TrichoscanError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -93,6 +93,33 @@ class HairTable:
             raise ValueError("exit_end must be one of 'a', 'b', '?' per hair")
         return replace(self, exit_end=exit_end)
 
+    def select(self, keep: np.ndarray) -> HairTable:
+        """Return a table of the rows where ``keep`` is True, ids renumbered 1..k.
+
+        Pixels of dropped hairs become background in ``labels``.
+        """
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(self),):
+            raise ValueError("keep must hold one bool per hair")
+        top = int(max(self.hair_id.max(initial=0), self.labels.max(initial=0)))
+        lut = np.zeros(top + 1, dtype=np.int32)
+        # Row i owns label hair_id[i]; map kept ids to 1..k in row order.
+        lut[self.hair_id[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        return replace(
+            self,
+            hair_id=np.arange(1, int(keep.sum()) + 1, dtype=np.int32),
+            length_px=self.length_px[keep],
+            width_px=self.width_px[keep],
+            width_sd_px=self.width_sd_px[keep],
+            end_a_xy=self.end_a_xy[keep],
+            end_b_xy=self.end_b_xy[keep],
+            exit_end=self.exit_end[keep],
+            unit_id=self.unit_id[keep],
+            bundle_size=self.bundle_size[keep],
+            labels=lut[self.labels],
+            paths=tuple(p for p, k in zip(self.paths, keep, strict=True) if k),
+        )
+
     def with_scale(self, um_per_px: float | None) -> HairTable:
         """Return a copy with the scale set (``None`` removes it)."""
         return replace(self, um_per_px=um_per_px)
@@ -202,43 +229,53 @@ def count_hairs(mask: np.ndarray, *, um_per_px: float | None = None) -> HairTabl
 
     Notes
     -----
-    The algorithm, exactly (the plain-Python reference follows the same text):
+    The algorithm, exactly (``benchmarks/reference_count.py`` implements the same text in
+    plain Python; the constants are the module's upper-case names):
 
-    1. Skeleton: :func:`skimage.morphology.skeletonize`. Distance ``D``: exact Euclidean
-       distance of each pixel centre to the nearest background pixel in the image (the image
-       border is not background, so hairs cut by the border keep their width).
+    1. Skeleton: :func:`skimage.morphology.skeletonize`. ``D``: exact Euclidean distance of
+       each pixel centre to the nearest background pixel in the image (the image border is
+       not background, so hairs cut by the border keep their width).
     2. Skeleton pixels with >= 3 skeleton 8-neighbours are junction pixels; their
        8-connected groups are junction clusters. The other skeleton pixels form branches
-       (8-connected; each is a simple path or an isolated cycle). Branch and cluster ids
-       follow the raster order of their first pixel.
+       (8-connected; each is a simple path or an isolated cycle), ordered from the end pixel
+       of smaller raster index (a cycle: from its first pixel towards its smaller-index
+       neighbour). Branch and cluster ids follow the raster order of their first pixel.
     3. A branch end attaches to the cluster of an adjacent junction pixel. Cluster radius
-       ``R`` = max ``D`` over its pixels. An internal branch (both ends attached) with at
-       most ``MERGE_FACTOR * (R1 + R2)`` pixels (``2 R`` when both ends touch one cluster)
-       is absorbed and its clusters merged (one union-find pass on the original radii).
-    4. A terminal branch (one end attached, one free) with fewer than ``SPUR_FACTOR * R``
-       pixels is a spur and pruned; if that would prune every branch of a cluster, the
-       longest is kept.
-    5. At each cluster, ends are paired greedily by the cost ``deviation + 30 * relative
-       width difference``, where deviation is the angle (deg) between one end's outward
-       tangent and the reverse of the other's, only when deviation <= 45 deg. The tangent of
-       an end uses the branch points ``k0 = ceil(r)`` and ``k1 = k0 + ceil(4 r)`` from the end
-       (clipped to the branch), ``r`` being the branch's mean ``D``.
-    6. Chains of paired branches are hairs. A path passing or ending at a cluster includes
-       the cluster's centre (mean of its junction pixels). Paths are smoothed by a moving
-       average (half-window 3, shrinking symmetrically at open ends); the length is the
-       smoothed polyline plus, at each free tip, ``max(D - 0.5, 0)`` of the tip pixel (``R -
-       0.5`` at a cluster that only this hair touches at its end).
-    7. Every mask pixel goes to its nearest skeleton pixel (ties: smallest raster index).
-       Skeleton pixels of a cluster that two or more hairs touch are the junction zone:
-       their pixels count for no hair's width. Width = assigned area / the length share of
-       the hair's owned path points. Width SD: SD of ``2 D`` at the hair's skeleton points,
-       away (``ceil(width / 2)`` points) from its ends and junctions.
-    8. Units: hairs ending at one cluster share a unit; a hair ending on another hair whose
-       nearer end is at most ``STEM_MAX_WIDTHS`` of its widths away (a Y's stem) joins it.
-    9. Bundles: the typical terminal width ``W`` is the median width of the upper half (by
-       width) of the elongated hairs (length >= 3 widths), when there are at least 4 such
-       hairs; a hair of width ``w`` stands for 2 hairs when ``w / W >= 1.6`` and 3 when
-       ``w / W >= 2.5``.
+       ``R`` = max ``D`` over its pixels. An internal branch (both ends attached) is
+       absorbed and its clusters merged (one union-find pass on the original radii) when it
+       has at most ``MERGE_FACTOR * (R1 + R2)`` pixels, or at most ``BRIDGE_MAX_FACTOR *
+       (R1 + R2)`` when it is the bridge of a shallow X: both clusters have exactly two other
+       non-spur ends that continue straight and in line across it (see
+       ``_is_crossing_bridge``). Merged centre = mean of the member junction pixels.
+    4. A terminal branch (one end attached) with fewer than ``SPUR_FACTOR * R`` pixels is a
+       spur and pruned (shorter than about one local width); a cluster that would lose all
+       its branches keeps its longest.
+    5. Pairing: at each cluster, ends are paired greedily by the cost ``deviation +
+       PAIR_WIDTH_WEIGHT_DEG * |r1 - r2| / max(r1, r2)`` (rounded to 1e-6; ties by end
+       order), only when ``deviation`` — the angle between one end's outward tangent and
+       the reverse of the other's — is at most ``PAIR_MAX_DEVIATION_DEG``. Tangents come
+       from about the last two widths of each branch (``_EndFrames``).
+    6. Chains of paired branches are hairs; a path passing or ending at a cluster includes
+       the cluster's centre. A path without a junction that turns by more than
+       ``SPLIT_TURN_DEG`` is split at its sharpest turn (a V apex; ``_split_corners``).
+       End a is the end first in raster order (row, column); ids sort by end a, end b.
+    7. Length: the path smoothed by a moving average (``SMOOTH_HALF_WINDOW``, shrinking
+       symmetrically at open ends), with each free end's last half width replaced by a ray
+       cast to the mask's edge (``_tip_offsets``); the raw chain code is about 5 % long and
+       angle dependent.
+    8. Width: every mask pixel goes to its nearest skeleton pixel (ties: smallest raster
+       index). The pixels of a cluster that two or more hairs touch (with its absorbed
+       branches and spurs) are the junction zone and count for no hair. Width = assigned
+       area / the length share of the hair's owned path points. Width SD: population SD of
+       ``2 D`` at the hair's skeleton points more than ``ceil(width / 2)`` points from its
+       ends and junction centres (0 with fewer than 2 such points).
+    9. Units: hairs ending at one cluster share a unit (V); a hair ending on another hair
+       whose nearer end is at most ``STEM_MAX_WIDTHS`` of its widths away (a Y's stem) joins
+       it; the two parts of a split V share one; other hairs (X, T) have their own.
+    10. Bundles: the typical terminal width ``W`` is the median width of the upper half (by
+        width) of the elongated hairs (length >= ``BUNDLE_MIN_ELONGATION`` widths), when there
+        are at least ``BUNDLE_MIN_HAIRS`` of them; a hair of width ``w`` stands for 2 hairs
+        when ``w / W >= BUNDLE_RATIO_2`` and 3 when ``w / W >= BUNDLE_RATIO_3``, else 1.
     """
     return _count_hairs_staged(mask, um_per_px, None)
 
@@ -267,19 +304,24 @@ def _count_hairs_staged(
 
     skel = skeletonize(m.view(bool)).view(np.uint8)
     t1 = clock()
-    dist = _ExactDistance(m)
-    near_d2 = _skeleton_distance2(skel, m)
+    dist = _ExactDistance(m, skel)
     t2 = clock()
     graph = _skeleton_graph(skel)
     t3 = clock()
     topo = _resolve_topology(graph, dist)
     hairs = _build_hairs(graph, topo)
     t4 = clock()
-    table = _measure(m, skel, dist, near_d2, graph, topo, hairs, um_per_px)
+    near_d2 = _skeleton_distance2(skel, m)  # after the graph's temporaries are gone
     t5 = clock()
+    table = _measure(m, skel, dist, near_d2, graph, topo, hairs, um_per_px)
+    t6 = clock()
     if stages is not None:
         stages.update(
-            skeleton=t1 - t0, distance=t2 - t1, graph=t3 - t2, topology=t4 - t3, measure=t5 - t4
+            skeleton=t1 - t0,
+            distance=(t2 - t1) + (t5 - t4),
+            graph=t3 - t2,
+            topology=t4 - t3,
+            measure=t6 - t5,
         )
     logger.debug("count_hairs: %d hairs on a %dx%d mask", len(table), *m.shape)
     return table
@@ -297,27 +339,35 @@ def _validate_mask(mask: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(mask, dtype=np.uint8)
     if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
         raise InputError(f"mask must be bool or 0/1 numbers, got dtype {mask.dtype}")
-    if not np.isin(mask, (0, 1)).all():
+    if np.issubdtype(mask.dtype, np.integer):
+        binary = mask.size == 0 or (mask.min() >= 0 and mask.max() <= 1)
+    else:
+        binary = bool(((mask == 0) | (mask == 1)).all())
+    if not binary:
         raise InputError("mask must be binary: bool or numbers that are all 0 or 1")
     return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
 class _ExactDistance:
-    """Exact Euclidean distance to the background, converted where it is read.
+    """Exact Euclidean distance to the background, kept only at the skeleton pixels.
 
-    OpenCV's precise transform is exact but float32. Squared distances are integers, so
-    rounding them gives the exact float64 value (and makes ties compare equal). Converting
-    only the gathered values keeps the full-image array at 4 bytes per pixel.
+    Every later reading of ``D`` is at a skeleton pixel, so the full-image transform is
+    dropped at once (memory). OpenCV's precise transform is exact but float32; squared
+    distances are integers, so rounding them gives the exact float64 value (and makes ties
+    compare equal).
     """
 
-    def __init__(self, m: np.ndarray) -> None:
+    def __init__(self, m: np.ndarray, skel: np.ndarray) -> None:
         import cv2
 
-        self._d = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).ravel()
+        d = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).ravel()
+        self._keys = np.flatnonzero(skel)
+        v = d[self._keys].astype(np.float64)
+        self._vals = np.sqrt(np.rint(v * v))
 
     def __getitem__(self, idx):
-        v = self._d[idx].astype(np.float64)
-        return np.sqrt(np.rint(v * v))
+        """``D`` at skeleton pixel(s) ``idx`` (flat indices)."""
+        return self._vals[np.searchsorted(self._keys, idx)]
 
 
 @dataclass
@@ -639,13 +689,15 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
     alive = ~absorbed & ~pruned
     # 3. pair ends across each cluster
     ends_at: dict[int, list[tuple[int, int]]] = {}
+    er = end_root.tolist()
     for b in np.flatnonzero(alive & ((end_root[:, 0] >= 0) | (end_root[:, 1] >= 0))).tolist():
         for e in (0, 1):
-            c = int(end_root[b, e])
+            c = er[b][e]
             if c >= 0:
                 ends_at.setdefault(c, []).append((b, e))
     n_ends = np.zeros(nc, dtype=np.int64)
     partner: dict[tuple[int, int], tuple[int, int]] = {}
+    rlist = branch_r.tolist()
     for c, ends in ends_at.items():
         n_ends[c] = len(ends)
         if len(ends) < 2:
@@ -662,7 +714,7 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
                 dev = math.degrees(math.acos(min(1.0, max(-1.0, dot))))
                 if dev > PAIR_MAX_DEVIATION_DEG:
                     continue
-                ri, rj = branch_r[ends[i][0]], branch_r[ends[j][0]]
+                ri, rj = rlist[ends[i][0]], rlist[ends[j][0]]
                 wdiff = abs(ri - rj) / max(ri, rj) if max(ri, rj) > 0 else 0.0
                 cost = round(dev + PAIR_WIDTH_WEIGHT_DEG * wdiff, 6)
                 pairs.append((cost, i, j))
@@ -860,7 +912,6 @@ def _split_corners(
     stack = [(xy, src, ends)]
     while stack:
         pxy, psrc, pends = stack.pop()
-        k = pxy.shape[0]
         i = _sharpest_turn(pxy, step)
         if i < 0 or psrc[i] < 0:
             out.append((pxy, psrc, pends))
@@ -869,7 +920,6 @@ def _split_corners(
         # push the second part first so parts come out in path order
         stack.append((pxy[i:], psrc[i:], [corner, pends[1]]))
         stack.append((pxy[: i + 1], psrc[: i + 1], [pends[0], corner]))
-        del k
     return out
 
 
@@ -925,9 +975,12 @@ def _smooth_open(xy: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.nda
     hw = np.minimum(np.minimum(i, k - 1 - i), SMOOTH_HALF_WINDOW)
     acc = xy.copy()
     for d in range(1, SMOOTH_HALF_WINDOW + 1):
-        sel = np.flatnonzero(hw >= d)
-        acc[sel] += xy[sel - d]
-        acc[sel] += xy[sel + d]
+        if n <= 2 * d:
+            break
+        sel = (hw[d:-d] >= d)[:, None]  # same summation order as a per-point loop
+        mid = acc[d:-d]
+        mid[...] = np.where(sel, mid + xy[: -2 * d], mid)
+        mid[...] = np.where(sel, mid + xy[2 * d :], mid)
     acc /= (2 * hw + 1)[:, None]
     return acc
 
@@ -948,8 +1001,12 @@ def _skeleton_distance2(skel: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np
     import cv2
 
     pix = np.flatnonzero(m)
-    ds = cv2.distanceTransform(1 - skel, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    k = np.rint(np.square(ds.ravel()[pix], dtype=np.float64)).astype(np.int64)
+    ds = cv2.distanceTransform(1 - skel, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).ravel()
+    k = ds[pix].astype(np.float64)
+    del ds
+    k = np.rint(k * k).astype(np.int32)
+    if pix.size and pix[-1] < 2**31:
+        pix = pix.astype(np.int32)
     return pix, k
 
 
@@ -977,17 +1034,20 @@ def _nearest_skeleton(
     sk = np.zeros((h + 2 * pad, wp), dtype=bool)
     sk[pad : pad + h, pad : pad + w] = skel > 0
     skf = sk.ravel()
-    ppad = (pix // w + pad) * wp + (pix % w + pad)
+    idt = np.int32 if sk.size < 2**31 else np.int64
+    ppad = ((pix // w + pad) * wp + (pix % w + pad)).astype(idt, copy=False)
     near = np.empty_like(pix)
     # small integer keys: NumPy's stable sort is a radix sort for 16-bit types
     key = k.astype(np.int16) if k.size and k.max() < 2**15 else k
     srt = np.argsort(key, kind="stable")
-    ks, first = np.unique(k[srt], return_index=True)
-    bounds = np.append(first, k.shape[0])
-    for kk, a, z in zip(ks.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        grp = srt[a:z]
+    del key
+    counts = np.bincount(k)
+    bounds = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    for kk in np.flatnonzero(counts).tolist():
+        grp = srt[bounds[kk] : bounds[kk + 1]]
         gp = ppad[grp]
-        best = np.full(grp.shape[0], -1, dtype=np.int64)
+        best = np.zeros(grp.shape[0], dtype=pix.dtype)
         for dy, dx in reversed(_circle_offsets(kk)):
             hit = skf[gp + (dy * wp + dx)]
             best[hit] = dy * w + dx
@@ -1164,11 +1224,18 @@ def _tip_offsets(
     tip = np.zeros((n, 2))
     trim = np.zeros((n, 2), dtype=np.int64)
     px, py, dx, dy, cap, who = [], [], [], [], [], []
+    # r per hair: mean D over its skeleton pixels (a dot hair: its cluster's radius)
+    allsrc = np.concatenate([r[1] for r in raws])
+    hair_of = np.repeat(np.arange(n), [r[1].shape[0] for r in raws])
+    is_pix = allsrc >= 0
+    cnt = np.bincount(hair_of[is_pix], minlength=n)
+    tot = np.bincount(hair_of[is_pix], weights=dflat[allsrc[is_pix]], minlength=n)
+    rs = np.divide(tot, cnt, out=np.zeros(n), where=cnt > 0).tolist()
+    cnts = cnt.tolist()
     for i, (xy, src, ends, closed, _origin) in enumerate(raws):
         if closed:
             continue
-        pixd = dflat[src[src >= 0]]
-        r = float(pixd.mean()) if pixd.size else float(radius[-1 - src[0]])
+        r = rs[i] if cnts[i] else float(radius[-1 - src[0]])
         last = xy.shape[0] - 1
         free = [e is not None and e[0] != "term" for e in ends]
         k0 = math.ceil(r)

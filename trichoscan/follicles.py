@@ -14,6 +14,7 @@ score per hair (positive favours end ``a``):
     Hairs of one follicular unit leave one opening in a V or Y: their shared end is the exit.
 ``taper``
     A hair is thickest where it leaves the skin; vellus hairs thin toward the tip.
+    Measured, but given no weight (see ``_W_TAPER``).
 ``flow``
     Hairs of a region grow in a common direction, so the exit-to-tip vectors of neighbours
     agree. Used last, to settle hairs whose own evidence is weak.
@@ -22,6 +23,15 @@ The photo cues are combined into one logit per hair with weights fitted by logis
 regression on rendered photos (development seeds only), then the flow consensus adds the
 neighbours' vote. Every hair gets a decision; ``'?'`` only for degenerate hairs (fewer than
 two path points or no length).
+
+An end cut by the field or image border cannot be probed: it reads as a typical end
+(``_NEUTRAL_*``), so a hair with one end cut is decided by whether its inner end looks like
+an exit, by its unit and by the flow — exactly the decision the ``"exit"`` counting rule
+needs for hairs crossing the border.
+
+All sampling is vectorised over every end at once (``cv2.remap`` on a half-size copy of the
+photo, nearest-pixel lookups in the label and field masks); the only O(n²) step is the
+flow kernel, cheap for the few hundred hairs of a photo.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import cv2
 import numpy as np
 
 from .counting import HairTable
+from .errors import InputError
 
 __all__ = ["ExitEstimate", "assign_exit_ends"]
 
@@ -43,16 +54,30 @@ log = logging.getLogger(__name__)
 _CONT_STEPS = np.array([0.25, 0.75, 1.25, 1.75, 2.25, 3.0, 4.0, 5.0])
 _NEAR_COUNT = 3  # usable points per end that count
 _LATERAL = 4.0
+_UNIT_MEET = 3.0  # ends of one unit closer than this many widths share an opening
+# A point beyond an end darker than this fraction of the hair's own darkness is more shaft,
+# not subsurface (checked only for hairs at least _SHAFT_MIN_DARK darker than skin).
+_SHAFT_FRACTION = 0.6
+_SHAFT_MIN_DARK = 0.25
 _MIN_U = 2.0  # px: the unit of distance never drops below this (thin vellus hairs)
 
-# Combination weights (logit per unit score), fitted by logistic regression on
-# development renders (seeds < 100000); the flow weight by a grid search after them.
+# Combination weights (logit per unit score). The photo cues' weights come from a logistic
+# regression on 300 development renders (seeds 0-299, exact hair geometry). The unit and
+# flow weights were then chosen by grid search on count_hairs output for development
+# renders (seeds 0-99): units from mask junctions are far noisier than true units (6.5 on
+# true geometry cost 12 points of accuracy there). The renderer's hair flow is nearly
+# uniform across a photo, as in real 70x fields away from a whorl, and the flow weight is
+# correspondingly strong.
 _W_DARK = 4.2  # continuation darker than skin
 _W_BLUE = 12.7  # continuation blue-grey
 _W_OPEN = 0.35  # opening: darkness right at the end
-_W_UNIT = 6.5
-_W_TAPER = 0.6
-_W_FLOW = 5.0
+_W_UNIT = 1.0  # shared end within a unit
+# Taper is measured and reported but not used: on renders it helped the hair's own score
+# yet cost final accuracy (0.949 -> 0.942 on true geometry, 0.943 -> 0.941 on count_hairs
+# output), and on real FDU photos the visible exit end often looks *thinner* (the shaft
+# dives obliquely into the skin), agreeing with the photo's flow on only 34 % of hairs.
+_W_TAPER = 0.0  # thicker end
+_W_FLOW = 7.0  # neighbours' consensus
 # Flow neighbourhood: Gaussian sigma as a fraction of the photo's larger side (hair flow on
 # the scalp turns over centimetres; a 70x field is a few millimetres), and vote rounds.
 _FLOW_SIGMA = 0.6
@@ -74,12 +99,21 @@ class ExitEstimate:
     hairs : HairTable
         The input table with ``exit_end`` filled ('a' or 'b'; '?' for degenerate hairs).
     confidence : (n,) float64
-        Probability that the decision is right, in [0.5, 1].
+        ``sigmoid(|score|)`` in [0.5, 1], read as the probability that the decision is
+        right. On renders with exact hair geometry it is roughly calibrated above 0.99 and
+        somewhat overconfident below (0.9-0.99 -> 87 % right); on detected hairs it is
+        optimistic. 0.5 for degenerate hairs.
     score : (n,) float64
-        Final logit; positive means end ``a`` is the exit.
-    continuation, opening, unit, taper, flow : (n,) float64
-        Per-cue signed scores (positive favours end ``a``; 0 where the cue has no evidence),
-        before weighting. ``flow`` is the neighbours' consensus in [-1, 1].
+        Final logit; positive means end ``a`` is the exit. It is the sum of the photo cues'
+        contributions below plus ``_W_FLOW * flow``.
+    continuation, opening, unit : (n,) float64
+        Each cue's contribution to the logit (positive favours end ``a``; 0 where the cue
+        has no evidence), for diagnostics.
+    taper : (n,) float64
+        Relative width difference of the two end thirds in [-1, 1] (positive: end ``a``
+        thicker). Reported for diagnostics only; it does not enter the decision.
+    flow : (n,) float64
+        The neighbours' consensus in [-1, 1] (positive: they say end ``a``).
     """
 
     hairs: HairTable
@@ -99,7 +133,6 @@ class _Ends:
     xy: np.ndarray  # (2n, 2) end point
     out: np.ndarray  # (2n, 2) unit vector pointing away from the hair
     u: np.ndarray  # (2n,) distance unit (px): the hair's width, at least _MIN_U
-    hair: np.ndarray  # (2n,) hair index
     valid: np.ndarray  # (n,) hair is not degenerate
     length: np.ndarray  # (n,) centre-line length (px)
     # All centre lines concatenated, with owner index and arc length from end a.
@@ -169,7 +202,6 @@ def _end_geometry(hairs: HairTable) -> _Ends:
         xy=xy,
         out=out,
         u=np.concatenate([u, u]),
-        hair=np.concatenate([np.arange(n), np.arange(n)]),
         valid=valid,
         length=length,
         pts=pts,
@@ -181,17 +213,23 @@ def _end_geometry(hairs: HairTable) -> _Ends:
 def _sample(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``img`` (H, W, C) at points ``xy`` (..., 2); NaN outside."""
     shape = xy.shape[:-1]
-    mx = np.ascontiguousarray(xy[..., 0].reshape(-1, 1), dtype=np.float32)
-    my = np.ascontiguousarray(xy[..., 1].reshape(-1, 1), dtype=np.float32)
-    vals = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    vals = vals.reshape(*shape, img.shape[2]).astype(np.float64)
+    flat = xy.reshape(-1, 2)
+    m = flat.shape[0]
+    # cv2.remap wants maps under 32767 rows and columns: lay the points out in rows of 1024.
+    cols = 1024
+    rows = max(-(-m // cols), 1)
+    maps = np.full((rows * cols, 2), -1.0, dtype=np.float32)
+    maps[:m] = flat
+    maps = maps.reshape(rows, cols, 2)
+    vals = cv2.remap(img, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    vals = vals.reshape(rows * cols, -1)[:m].reshape(*shape, img.shape[2]).astype(np.float64)
     h, w = img.shape[:2]
     inside = (xy[..., 0] >= 0) & (xy[..., 0] <= w - 1) & (xy[..., 1] >= 0) & (xy[..., 1] <= h - 1)
     vals[~inside] = np.nan
     return vals
 
 
-def _lookup(arr: np.ndarray, xy: np.ndarray, fill) -> np.ndarray:
+def _lookup(arr: np.ndarray, xy: np.ndarray, fill: object) -> np.ndarray:
     """Nearest-pixel lookup of a 2-D array at points ``xy``; ``fill`` outside the image."""
     h, w = arr.shape
     xi = np.rint(xy[..., 0]).astype(np.int64)
@@ -211,8 +249,28 @@ def _nanmean_axis1(x: np.ndarray, min_count: int = 1) -> np.ndarray:
         return np.where(cnt >= min_count, tot / np.maximum(cnt, 1), np.nan)
 
 
+def _hair_darkness(ends: _Ends, rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean luminance of each hair along its centre line (own-label points only), (n,)."""
+    n = ends.valid.shape[0]
+    out = np.full(n, np.nan)
+    if ends.pts.shape[0] == 0:
+        return out
+    on = _lookup(labels, ends.pts, 0) == ends.owner + 1
+    lum = _sample(rgb, ends.pts).mean(axis=-1)
+    on &= np.isfinite(lum)
+    cnt = np.bincount(ends.owner[on], minlength=n)
+    tot = np.bincount(ends.owner[on], lum[on], minlength=n)
+    has = cnt > 0
+    out[has] = tot[has] / cnt[has]
+    return out
+
+
 def _end_probes(
-    ends: _Ends, rgb_half: np.ndarray, labels: np.ndarray, field: np.ndarray
+    ends: _Ends,
+    rgb_half: np.ndarray,
+    labels: np.ndarray,
+    field: np.ndarray,
+    hair_lum: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-end photo evidence beyond each end, as (2n,) arrays (NaN where unprobed).
 
@@ -231,6 +289,10 @@ def _end_probes(
         ``blue``: its blue-grey tint (red and green drop more than blue), relative to skin.
         ``open``: the luminance drop at the first usable point, right at the end (the
         follicle opening).
+
+    With ``hair_lum`` (each hair's own luminance), extension points nearly as dark as the
+    hair itself are dropped as well: that is more shaft the mask missed (a gap in a
+    fragmented detection), not the fainter subsurface part.
     """
     perp = np.stack([-ends.out[:, 1], ends.out[:, 0]], axis=1)
     lat = (_LATERAL * ends.u)[:, None, None] * perp[:, None, :]
@@ -247,11 +309,18 @@ def _end_probes(
     skin = _nanmedian_axis1(np.where(ok_side[..., None], side, np.nan))  # (m, 3)
     # Usable extension points: off every hair, inside the field; keep the first few.
     ok = (lab[:, :k] == 0) & fld[:, :k] & np.isfinite(c[..., 0])
+    skin_lum = np.maximum(skin.mean(axis=1), 1e-3)[:, None]
+    if hair_lum is not None:
+        hl = np.concatenate([hair_lum, hair_lum])[:, None]
+        hair_dark = (skin_lum - hl) / skin_lum  # NaN for unread hairs: no filtering
+        with np.errstate(invalid="ignore"):
+            pt_dark = (skin_lum - c.mean(axis=2)) / skin_lum
+            still_hair = (hair_dark > _SHAFT_MIN_DARK) & (pt_dark > _SHAFT_FRACTION * hair_dark)
+        ok &= ~still_hair
     rank = np.cumsum(ok, axis=1)
     first = ok & (rank == 1)
     ok &= rank <= _NEAR_COUNT
     cc = np.where(ok[..., None], c - skin[:, None, :], np.nan)  # (m, k, 3)
-    skin_lum = np.maximum(skin.mean(axis=1), 1e-3)[:, None]
     with np.errstate(invalid="ignore"):
         dark = -cc.mean(axis=2) / skin_lum
         blue = (cc[..., 2] - 0.5 * (cc[..., 0] + cc[..., 1])) / skin_lum
@@ -325,6 +394,8 @@ def _unit_score(ends: _Ends, unit_id: np.ndarray) -> np.ndarray:
     da, db = nearest(xa), nearest(xb)
     uu = ends.u[:n][safe]
     val = (db - da) / (da + db + uu)
+    # Only ends that really meet (within a few widths) make a shared opening.
+    val[np.minimum(da, db) > _UNIT_MEET * uu] = 0.0
     score[grp[present]] = val[present]
     return score
 
@@ -416,19 +487,22 @@ def assign_exit_ends(
     -------
     ExitEstimate
         The table with ``exit_end`` filled, a confidence per hair and the per-cue scores.
+
+    Raises
+    ------
+    InputError
+        ``rgb`` or ``field`` does not match the size of ``hairs.labels``.
     """
     rgb = np.asarray(rgb)
     labels = np.asarray(hairs.labels)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != labels.shape:
-        raise ValueError(
-            f"rgb must be (H, W, 3) matching labels {labels.shape}, got {rgb.shape}"
-        )
+        raise InputError(f"rgb must be (H, W, 3) matching labels {labels.shape}, got {rgb.shape}")
     if field is None:
         field = np.ones(labels.shape, dtype=bool)
     else:
         field = np.asarray(field, dtype=bool)
         if field.shape != labels.shape:
-            raise ValueError(f"field must have shape {labels.shape}, got {field.shape}")
+            raise InputError(f"field must have shape {labels.shape}, got {field.shape}")
     n = len(hairs)
     if n == 0:
         z = np.zeros(0)
@@ -438,7 +512,7 @@ def assign_exit_ends(
     img = np.ascontiguousarray(rgb, dtype=np.float32)
     half = cv2.resize(img, (max(w // 2, 1), max(h // 2, 1)), interpolation=cv2.INTER_AREA)
     ends = _end_geometry(hairs)
-    probes = _end_probes(ends, half, labels, field)
+    probes = _end_probes(ends, half, labels, field, _hair_darkness(ends, img, labels))
     s_dark = _pair_score(probes["dark"], n, _NEUTRAL_DARK)
     s_blue = _pair_score(probes["blue"], n, _NEUTRAL_BLUE)
     s_open = _pair_score(probes["open"], n, _NEUTRAL_OPEN)
@@ -449,6 +523,7 @@ def assign_exit_ends(
     sigma = _FLOW_SIGMA * float(max(labels.shape))
     flow, logit = _flow_consensus(ends, own, n, sigma)
 
+    logit[~ends.valid] = 0.0
     exit_end = np.where(logit >= 0, "a", "b").astype("<U1")
     exit_end[~ends.valid] = "?"
     conf = 1.0 / (1.0 + np.exp(-np.abs(logit)))
@@ -461,6 +536,6 @@ def assign_exit_ends(
         continuation=continuation,
         opening=_W_OPEN * s_open,
         unit=_W_UNIT * s_unit,
-        taper=_W_TAPER * s_taper,
+        taper=s_taper,
         flow=flow,
     )

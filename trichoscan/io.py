@@ -22,7 +22,9 @@ import numpy as np
 from .errors import ImageReadError, InputError
 
 __all__ = [
+    "FORMATS",
     "MAX_PIXELS",
+    "MAX_PIXELS_PER_BYTE",
     "MIN_SIDE",
     "ImageMetadata",
     "ImageSource",
@@ -32,9 +34,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Largest image accepted, in pixels (width × height). Trichoscopes give ≤ 20 MP; 100 MP
-#: as float32 RGB is already 1.2 GB, so anything larger is refused before decoding.
-MAX_PIXELS = 100_000_000
+#: Largest image accepted, in pixels (width × height), checked from the header before any
+#: decoding. Dermatoscope cameras give ≤ 20 MP; 30 MP as float32 RGB is already 360 MB.
+MAX_PIXELS = 30_000_000
+
+#: Decompression-bomb guard: above :data:`BOMB_MIN_PIXELS`, a file may not claim more than
+#: this many pixels per byte. Real photos (JPEG, PNG of skin) hold well under 10; a 70 KB
+#: PNG claiming 9000×9000 pixels holds ~1200.
+MAX_PIXELS_PER_BYTE = 500
+BOMB_MIN_PIXELS = 4_000_000
+
+#: Formats Pillow may open. Anything else (PostScript/EPS, which Pillow would hand to
+#: Ghostscript, PDF, ICO, ...) is refused, whatever the file's name.
+FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "GIF", "WEBP")  # JPEG also opens MPO files
 
 #: Smallest accepted side in pixels: below this there is no field to analyse.
 MIN_SIDE = 16
@@ -100,6 +112,8 @@ def _pil():
     # Pillow is imported lazily so that `import trichoscan` stays fast.
     from PIL import Image
 
+    # Register every plugin once, so that ``formats=FORMATS`` can name MPO, WEBP, ...
+    Image.init()
     return Image
 
 
@@ -149,7 +163,7 @@ def _header(data: bytes, name: str):
         with warnings.catch_warnings():
             # Pillow warns (then errors) on decompression bombs; we enforce our own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(_io.BytesIO(data))
+            img = Image.open(_io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageReadError(
             f"{name}: image dimensions are too large to be a photo ({exc}); "
@@ -158,7 +172,7 @@ def _header(data: bytes, name: str):
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for junk input
         raise ImageReadError(
             f"{name}: not a readable image (JPEG, PNG, TIFF or BMP expected); "
-            "the file may be corrupt, truncated or not an image at all"
+            "the file may be corrupt, truncated, of another format or not an image at all"
         ) from exc
     w, h = img.size
     if w * h > MAX_PIXELS:
@@ -166,6 +180,11 @@ def _header(data: bytes, name: str):
             f"{name}: image is {w}×{h} = {w * h:,} pixels, above the limit of "
             f"{MAX_PIXELS:,}; downscale it or crop the region of interest "
             "(trichoscan.io.MAX_PIXELS)"
+        )
+    if w * h > BOMB_MIN_PIXELS and w * h > MAX_PIXELS_PER_BYTE * len(data):
+        raise ImageReadError(
+            f"{name}: a {len(data):,}-byte file claims {w}×{h} pixels; that is a "
+            "decompression bomb or a blank image, not a photo — refused before decoding"
         )
     return img
 
@@ -195,6 +214,8 @@ def image_metadata(source: str | os.PathLike | bytes) -> ImageMetadata:
     ImageReadError
         If the file is missing, empty, not an image, or larger than :data:`MAX_PIXELS`.
     """
+    if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
+        raise InputError(f"image metadata needs a path or bytes, got {type(source).__name__}")
     name = _source_name(source)
     data = _open_bytes(source)
     img = _header(data, name)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration, read_scale_bar, resolve_calibration
-from .counting import count_hairs
+from .counting import HairTable, count_hairs
 from .errors import InputError
 from .follicles import assign_exit_ends
 from .io import read_image
@@ -46,6 +46,10 @@ class PipelineConfig:
         When no calibration is given, look for a burned-in scale bar.
     model_dir : Path, optional
         Directory with U-Net weights and model card (default: the shipped ``models/``).
+    min_hair_length_widths, min_hair_length_um : float
+        A detected shaft shorter than this many of its own widths, or (with a known scale)
+        shorter than this many µm, is not identifiable as a hair (a dot, an opening, a flake
+        edge) and is dropped before counting.
     """
 
     segmenter: str = "auto"
@@ -53,6 +57,8 @@ class PipelineConfig:
     cutoffs: WidthCutoffs = field(default_factory=WidthCutoffs)
     read_scale_from_photo: bool = True
     model_dir: Path | None = None
+    min_hair_length_widths: float = 3.0
+    min_hair_length_um: float = 80.0
 
     def __post_init__(self) -> None:
         if self.count_rule not in COUNT_RULES:
@@ -65,6 +71,8 @@ class PipelineConfig:
             "cutoffs": self.cutoffs.to_dict(),
             "read_scale_from_photo": self.read_scale_from_photo,
             "model_dir": None if self.model_dir is None else str(self.model_dir),
+            "min_hair_length_widths": self.min_hair_length_widths,
+            "min_hair_length_um": self.min_hair_length_um,
         }
 
 
@@ -111,6 +119,19 @@ class Pipeline:
             mask = segment_classical(prepared.rgb, prepared.field, um_per_px=um_per_px)
         return mask & prepared.field
 
+    def _drop_short(
+        self, hairs: HairTable, mask: np.ndarray, um_per_px: float | None
+    ) -> tuple[HairTable, np.ndarray]:
+        """Drop shafts too short to be hairs; their pixels leave the mask too."""
+        min_length = self.config.min_hair_length_widths * hairs.width_px
+        if um_per_px is not None:
+            min_length = np.maximum(min_length, self.config.min_hair_length_um / um_per_px)
+        keep = hairs.length_px >= min_length
+        if keep.all():
+            return hairs, mask
+        dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
+        return hairs.select(keep), mask & ~dropped
+
     def segment(self, image: ImageInput, *, calibration: CalibrationInput = None) -> np.ndarray:
         """Bool hair mask of ``image``, the input's height x width."""
         rgb = read_image(image)
@@ -150,6 +171,7 @@ class Pipeline:
         prepared = prepare(rgb)
         mask = self._segment_prepared(prepared, cal.um_per_px)
         hairs = count_hairs(mask, um_per_px=cal.um_per_px)
+        hairs, mask = self._drop_short(hairs, mask, cal.um_per_px)
         hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
         source = str(image) if isinstance(image, str | Path) else None
         return summarize(

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from .calibration import drawn_lines_mask, find_scale_bar_gray
+from .calibration import scan_overlays
 from .errors import InputError
 from .io import ImageSource, read_image
 
@@ -43,10 +43,13 @@ FIELD_ERODE_PX = 3
 #: Strips along the border are searched for burned-in bars within this fraction of the side.
 BORDER_BAND_FRACTION = 0.12
 
-#: A row (column) is a bar edge when this fraction of it jumps in brightness at once;
-#: skin and hair never line up over most of the width like a drawn rectangle does.
-BAR_EDGE_FRACTION = 0.35
-BAR_EDGE_STEP = 0.10  # brightness jump (0..1) counted as an edge pixel
+#: A row (column) is a bar edge when this fraction of it steps in brightness the same way
+#: at once; skin and hair never line up over most of the width like a drawn rectangle does.
+#: (FDU: header box edges cover ~0.85 of the width, footers 1.0; long straight hairs lying
+#: along the border reach ~0.5.)
+BAR_EDGE_FRACTION = 0.6
+BAR_EDGE_STEP = 0.2  # brightness jump, relative to the brighter side, counted as a step
+BAR_EDGE_STEP_MIN = 0.03  # ... and never below this absolute jump (0..1)
 
 #: Pure-colour overlay (red measuring circle, blue label text): the dominant channel exceeds
 #: the middle one by more than this. On FDU train, skin stays below ~0.5 even in strongly
@@ -60,11 +63,12 @@ TEXT_MIN_GLYPHS = 6  # coloured glyph-sized strokes that make a text label
 TEXT_MIN_FILL = 0.06  # share of a label's box covered by its strokes
 
 #: Vignette: the lit field is where the smoothed brightness (hairs closed away) is above
-#: this fraction of the typical brightness of the image centre: below half the light, the
+#: this fraction of the brightness most of the photo reaches: below half the light, the
 #: photo is too dim to trust (the renderer's truth uses the same convention).
 VIGNETTE_FRACTION = 0.5
 
-#: Focus threshold on :func:`focus_score`; FDU train (2x upsampled, sharp) scores ≥ ~0.02.
+#: Focus threshold on :func:`focus_score`. The FDU train+val photos (clinical, 2x upsampled)
+#: score ≥ 0.0054 (median 0.018); a 6 px Gaussian blur cuts a sharp photo's score > 5x.
 FOCUS_THRESHOLD = 0.004
 
 #: Glare: all channels this bright in the input photo count as specular reflection.
@@ -138,55 +142,52 @@ def _step_fraction(g: np.ndarray, axis: int) -> np.ndarray:
     n = g.shape[0]
     near = g[12 : n - 4] - g[4 : n - 12]  # g[i+4] - g[i-4] for i in 8..n-9
     far = g[16:n] - g[0 : n - 16]  # g[i+8] - g[i-8]
-    t = BAR_EDGE_STEP
-    step = ((near > t) & (far > t)) | ((near < -t) & (far < -t))
-    return step.mean(axis=1)
+    # Relative to the brighter side, so a black bar on dark skin still counts as a step.
+    t = np.maximum(BAR_EDGE_STEP_MIN, BAR_EDGE_STEP * np.maximum(g[16:n], g[0 : n - 16]))
+    # One sign per line: a bar's edge goes one way along its whole length, whereas the
+    # two edges of a hair lying along the line go opposite ways.
+    up = ((near > t) & (far > t)).mean(axis=1)
+    down = ((near < -t) & (far < -t)).mean(axis=1)
+    return np.maximum(up, down)
 
 
 def _border_bars(gray: np.ndarray) -> np.ndarray:
     """Mask of burned-in bars along the image border (header, footer, side strips).
 
     A bar is found by its inner edge: a row (or column) near the border where most pixels
-    change brightness at once, as only a drawn rectangle does. Everything between that edge
-    and the border is masked. Uniform rows/columns touching the border are masked too.
+    step in brightness the same way at once, as only a drawn rectangle does. Everything
+    between that edge and the border is masked. Uniform rows/columns touching the border
+    are masked too. Only the bands within :data:`BORDER_BAND_FRACTION` are examined.
     """
     h, w = gray.shape
     mask = np.zeros((h, w), bool)
-
-    def band_limit(profile_edges: np.ndarray, uniform: np.ndarray, n: int) -> int:
-        """Number of lines from the border (index 0) that belong to a bar."""
-        band = max(2, int(n * BORDER_BAND_FRACTION))
-        cut = 0
-        edges = np.flatnonzero(profile_edges[:band])
-        if edges.size:
-            cut = int(edges.max()) + 2
-        # Uniform lines touching the border (flat black/grey strips) with no inner edge.
-        k = 0
-        while k < band and uniform[k]:
-            k += 1
-        return max(cut, k)
-
-    g = gray
-    row_edge = np.zeros(h, bool)
-    row_edge[8:-8] = _step_fraction(g, axis=0) > BAR_EDGE_FRACTION
-    col_edge = np.zeros(w, bool)
-    col_edge[8:-8] = _step_fraction(g, axis=1) > BAR_EDGE_FRACTION
-    row_uniform = g.std(axis=1) < 0.01
-    col_uniform = g.std(axis=0) < 0.01
-
-    top = band_limit(row_edge, row_uniform, h)
-    bottom = band_limit(row_edge[::-1], row_uniform[::-1], h)
-    left = band_limit(col_edge, col_uniform, w)
-    right = band_limit(col_edge[::-1], col_uniform[::-1], w)
-    if top:
-        mask[:top] = True
-    if bottom:
-        mask[h - bottom :] = True
-    if left:
-        mask[:, :left] = True
-    if right:
-        mask[:, w - right :] = True
+    bh = max(2, int(h * BORDER_BAND_FRACTION))
+    bw = max(2, int(w * BORDER_BAND_FRACTION))
+    top = _bar_depth(gray[: bh + 8])
+    bottom = _bar_depth(gray[::-1][: bh + 8])
+    left = _bar_depth(gray.T[: bw + 8])
+    right = _bar_depth(gray.T[::-1][: bw + 8])
+    mask[: min(top, bh)] = True
+    mask[h - min(bottom, bh) :] = True
+    mask[:, : min(left, bw)] = True
+    mask[:, w - min(right, bw) :] = True
     return mask
+
+
+def _bar_depth(band: np.ndarray) -> int:
+    """How many lines from the border (row 0 of ``band``) belong to a bar; 0 if none."""
+    n = band.shape[0] - 8  # lines examined; the last 8 only serve the step test
+    if n <= 8:
+        return 0
+    edge = np.zeros(n, bool)
+    edge[8:] = _step_fraction(band, axis=0)[: n - 8] > BAR_EDGE_FRACTION
+    cut = int(np.flatnonzero(edge).max()) + 2 if edge.any() else 0
+    # Uniform lines touching the border (flat strips with no inner edge in the band).
+    # A flat bar holds one colour (plus a little text); textured skin never does.
+    med = np.median(band[:n], axis=1, keepdims=True)
+    uniform = (np.abs(band[:n] - med) < 0.01).mean(axis=1) > 0.75
+    k = int(np.argmin(uniform)) if not uniform.all() else n
+    return max(cut, k)
 
 
 def overlay_mask(rgb: np.ndarray) -> np.ndarray:
@@ -207,11 +208,7 @@ def overlay_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def _overlay_mask(pl: _Planes) -> np.ndarray:
-    out = _colour_overlays(pl) | drawn_lines_mask(pl.gray)
-    bar = find_scale_bar_gray(pl.gray)
-    if bar is not None:
-        out |= bar.mask(pl.gray.shape)
-    return out
+    return _colour_overlays(pl) | scan_overlays(pl.gray)[1]
 
 
 def _colour_overlays(pl: _Planes) -> np.ndarray:
@@ -247,7 +244,8 @@ def _text_boxes(strokes: np.ndarray) -> np.ndarray:
     boxes = np.zeros((h, w), np.uint8)
     for x, y, bw, bh, _ in stats[glyph]:
         boxes[y : y + bh, x : x + bw] = 1
-    boxes = cv2.dilate(boxes, cv2.getStructuringElement(cv2.MORPH_RECT, (25, 25)))
+    # Wide enough to join letters and words, tall enough to join lines of a label.
+    boxes = cv2.dilate(boxes, cv2.getStructuringElement(cv2.MORPH_RECT, (31, 61)))
     m, _, st, _ = cv2.connectedComponentsWithStats(boxes, connectivity=8)
     gx, gy = stats[glyph, 0], stats[glyph, 1]
     for x, y, bw, bh, _ in st[1:]:
@@ -257,7 +255,7 @@ def _text_boxes(strokes: np.ndarray) -> np.ndarray:
         # Text strokes fill a good share of their box; fragments of a drawn arc do not.
         if np.count_nonzero(strokes[y : y + bh, x : x + bw]) < TEXT_MIN_FILL * bw * bh:
             continue
-        out[y : y + bh, x : x + bw] = True  # the dilation already pads ~12 px
+        out[y : y + bh, x : x + bw] = True  # the dilation already pads 15-30 px
     return out
 
 
@@ -272,9 +270,9 @@ def _lit_field(gray: np.ndarray) -> np.ndarray:
         small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     )
     smooth = cv2.GaussianBlur(small, (0, 0), max(1.0, min(small.shape) / 40))
-    sh, sw = smooth.shape
-    centre = smooth[sh // 4 : sh - sh // 4, sw // 4 : sw - sw // 4]
-    ref = float(np.percentile(centre, 75)) if centre.size else float(smooth.max())
+    # Reference: the brightness most of the photo reaches (dark corners are a minority; a
+    # centre-only reference would call a photo dark where hair covers the centre).
+    ref = float(np.percentile(smooth, 75))
     if ref <= 0.02:
         return np.zeros((h, w), bool)
     lit = (smooth > VIGNETTE_FRACTION * ref).astype(np.uint8)

@@ -223,9 +223,13 @@ def _manifest_row(row: dict[str, str], line: int, name: str, base: Path) -> Phot
     for column in MANIFEST_REQUIRED:
         if not values.get(column):
             raise InputError(f"{where}: empty {column!r}")
-    path = Path(values["path"])
-    if not path.is_absolute():
-        path = base / path  # relative to the manifest, not to the working folder
+    try:
+        path = Path(values["path"])
+        if not path.is_absolute():
+            path = base / path  # relative to the manifest, not to the working folder
+        path = path.resolve()
+    except (OSError, ValueError) as exc:  # NUL bytes, names the OS cannot take
+        raise InputError(f"{where}: unusable path {values['path'][:80]!r} ({exc})") from None
     um = values.get("um_per_px") or None
     device = values.get("device") or None
     um_per_px = None
@@ -240,7 +244,7 @@ def _manifest_row(row: dict[str, str], line: int, name: str, base: Path) -> Phot
         values["patient"],
         values["site"],
         _parse_date(values["date"], where),
-        path.resolve(),
+        path,
         um_per_px,
         device,
     )
@@ -263,21 +267,29 @@ def read_manifest(csv_path: str | Path) -> Study:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read manifest {csv_path}: {exc}") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
-    missing = [c for c in MANIFEST_REQUIRED if c not in header]
-    if missing:
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in MANIFEST_REQUIRED if c not in header]
+        if missing:
+            raise InputError(
+                f"{csv_path.name} line 1: missing column(s) {', '.join(missing)} (needs "
+                f"{', '.join(MANIFEST_REQUIRED)}; optional um_per_px or device)"
+            )
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:  # DictReader would silently keep the last one
+            raise InputError(f"{csv_path.name} line 1: column(s) {', '.join(twice)} given twice")
+        reader.fieldnames = header
+        base = csv_path.resolve().parent
+        photos = []
+        for row in reader:
+            if not any((v or "").strip() for k, v in row.items() if k is not None):
+                continue  # blank line
+            # reader.line_num counts physical lines read so far: the current row's line.
+            photos.append(_manifest_row(row, reader.line_num, csv_path.name, base))
+    except csv.Error as exc:  # e.g. a field above the csv module's size limit
         raise InputError(
-            f"{csv_path.name} line 1: missing column(s) {', '.join(missing)} (needs "
-            f"{', '.join(MANIFEST_REQUIRED)}; optional um_per_px or device)"
-        )
-    reader.fieldnames = header
-    base = csv_path.resolve().parent
-    photos = []
-    for row in reader:
-        if not any((v or "").strip() for k, v in row.items() if k is not None):
-            continue  # blank line
-        # reader.line_num counts physical lines read so far: the current row's line.
-        photos.append(_manifest_row(row, reader.line_num, csv_path.name, base))
+            f"{csv_path.name} line {reader.line_num}: not a readable CSV line ({exc})"
+        ) from None
     if not photos:
         raise InputError(f"{csv_path.name}: the manifest lists no photos")
     try:

@@ -422,7 +422,8 @@ def _batches(pool: Sequence[_Sample], config: TrainConfig, epoch: int) -> Iterab
     torch.manual_seed(config.seed * 100_003 + epoch)  # v2 transforms draw from torch
     augment = _augmenter(config.crop_size)
     margin = config.crop_size + 2 * (config.crop_size // 8)  # room for rotation / zoom-out
-    order = rng.permutation(np.repeat(np.arange(len(pool)), config.crops_per_image))
+    reps = max(config.crops_per_image, math.ceil(config.batch_size / len(pool)))
+    order = rng.permutation(np.repeat(np.arange(len(pool)), reps))
     for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
         images, masks = [], []
         for i in order[start : start + config.batch_size]:
@@ -436,7 +437,8 @@ def _batches(pool: Sequence[_Sample], config: TrainConfig, epoch: int) -> Iterab
 
 
 def _steps_per_epoch(n_images: int, config: TrainConfig) -> int:
-    return max(1, (n_images * config.crops_per_image) // config.batch_size)
+    reps = max(config.crops_per_image, math.ceil(config.batch_size / n_images))
+    return (n_images * reps) // config.batch_size
 
 
 # ----------------------------------------------------------------------------- training
@@ -671,12 +673,16 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Path
     ModelError
         The init model cannot be loaded.
     """
-    import torch
 
     config.validate()
     device = _resolve_device(config.device)
-    threads = config.num_threads or unet._default_threads()
-    torch.set_num_threads(threads)
+    with unet._torch_threads(config.num_threads or unet._default_threads()):
+        return _train(config, device, progress)
+
+
+def _train(config: TrainConfig, device: str, progress: ProgressCallback | None) -> Path:
+    import torch
+
     torch.manual_seed(config.seed)
     started = time.perf_counter()
 

@@ -4,15 +4,20 @@ The honest baseline the U-Net must beat. Steps, on a working copy of the photo r
 so that the thinnest expected hair is still about 2.5 px wide:
 
 1. **Channels.** Dark hairs are found in ``max(R, G, B)``: a hair shaft is dark in every
-   channel, while a vessel keeps its red channel bright and so barely shows there. Light
-   (blond, grey, white) hairs are found in the mean of the channels.
-2. **Background.** A coarse median of each channel estimates the local skin level; a
-   pixel's *depth* is how much darker (or lighter) than the skin it is.
+   channel, while a vessel keeps its red channel bright and so barely shows there.
+   ``polarity="light"`` looks for hairs brighter than the skin in the channels' mean.
+   ``polarity="auto"`` adds a *colour* pass: the RGB distance to the local skin colour,
+   which shows grey and white hairs whole (a rendered or real grey shaft is darker than
+   the skin at its edges and brighter at its centre, so neither brightness polarity
+   covers it); its components that dark hairs already explain are dropped.
+2. **Background.** A block quantile of each channel (70th percentile for dark hairs, so
+   that it stays on the skin even where hairs cover most of a block) estimates the local
+   skin level; a pixel's *depth* is how much darker (or lighter) than the skin it is.
 3. **Ridge response.** At each scale σ (σ = w/2 peaks on a bar of width w) the Hessian's
    eigenvalues give ``σ²(λ₁ − |λ₂|)``: about half the bar's depth on a line, zero on a
    round dot (λ₁ = λ₂), a quarter on a step edge. Large scales run on a Gaussian pyramid.
 4. **Hysteresis** on the response, thresholds relative to a robust noise estimate
-   (median + k·MAD inside the field), gives the hair *cores*.
+   (median + k·MAD over the field's skin-like pixels), gives the hair *cores*.
 5. **Edges at half depth.** A pixel near a core is hair when its depth is at least half
    the core's depth (the half-maximum of a blurred bar lies on its true edge), so the
    mask's width is unbiased instead of depending on the filter scale.
@@ -74,22 +79,31 @@ class ClassicalParams:
     min_crossing_elongation, max_roughness
         A component less elongated by its moments (an X of crossing hairs) is kept when
         its area-based length / width reaches ``min_crossing_elongation`` and its edge is
-        smooth: boundary pixels at most ``max_roughness`` times a bar's perimeter.
+        smooth: a (Crofton) perimeter at most ``max_roughness`` times that of a bar of the
+        same length and width.
     min_length_widths
         Minimum component length in units of the thinnest expected hair width.
     max_red_ratio
         Components whose red-channel depth is below this fraction of their green-channel
         depth are vessels, not hair.
     max_enclosed_share
-        A light component whose outline runs along dark hairs for more than this share
-        is skin seen between dark hairs, not a light hair.
+        A second-pass (light or colour) component whose outline runs along dark hairs for
+        more than this share is skin seen between dark hairs, not a hair.
     light_keep_ratio
-        With ``polarity="auto"``, a polarity is kept only when its total hair length is at
-        least this fraction of the other's.
+        With ``polarity="auto"``, a pass is kept only when its contrast-weighted hair
+        length is at least this fraction of the other's.
+    auto_second
+        The second pass of ``polarity="auto"``: ``"colour"`` (default) or ``"light"``.
+    max_dark_overlap
+        Colour-pass components lying on dark hairs for more than this share of their area
+        are those dark hairs again and are dropped.
+    max_red_shift
+        Colour-pass components whose red rises above green by more than this (against the
+        skin) are vessels.
     """
 
     min_width_work_px: float = 2.5
-    scale_ratio: float = 1.6
+    scale_ratio: float = 2.0
     k_high: float = 10.0
     k_low: float = 5.0
     min_depth: float = 0.04
@@ -100,7 +114,10 @@ class ClassicalParams:
     max_roughness: float = 1.45
     min_length_widths: float = 4.0
     max_red_ratio: float = 0.6
-    light_keep_ratio: float = 0.6
+    light_keep_ratio: float = 0.3
+    auto_second: str = "colour"
+    max_dark_overlap: float = 0.3
+    max_red_shift: float = 0.08
     max_enclosed_share: float = 0.5
 
 
@@ -128,8 +145,10 @@ def segment_classical(
         otherwise a broad default width range (2-48 px) is searched at full resolution.
     polarity : {"auto", "dark", "light"}
         Hairs darker than the skin, lighter (blond, grey, white hair on dark skin), or
-        decided per image: both are searched and a polarity is kept when it contributes a
-        substantial share of the hair length found.
+        decided per image: dark hairs and hairs that differ from the skin in colour are
+        both searched, and the colour pass is kept when it adds a substantial share of the
+        hair found (contrast-weighted length), so that flakes and glints on a dark-haired
+        scalp do not get in.
     params : ClassicalParams, optional
         Tuning constants; the defaults are calibrated.
 
@@ -149,7 +168,7 @@ def segment_classical(
     fld = _check_field(field, (h, w))
     if polarity not in _POLARITIES:
         raise InputError(f"polarity must be one of {_POLARITIES}, got {polarity!r}")
-    if um_per_px is not None and not (math.isfinite(um_per_px) and um_per_px > 0):
+    if um_per_px is not None and not _positive_number(um_per_px):
         raise InputError(f"um_per_px must be a positive number, got {um_per_px!r}")
     if not fld.any():
         return np.zeros((h, w), dtype=bool)
@@ -160,7 +179,7 @@ def segment_classical(
     small, fld_s = _resample(img, fld, factor)
 
     chans = _Channels.build(small, fld_s, work_widths[1])
-    pols = ("dark", "light") if polarity == "auto" else (polarity,)
+    pols = ("dark", p.auto_second) if polarity == "auto" else (polarity,)
     margins: dict[str, tuple[np.ndarray, float]] = {}
     dark_hair = None
     for pol in pols:
@@ -180,13 +199,29 @@ def segment_classical(
 # --------------------------------------------------------------------------- inputs
 
 
+def _positive_number(value: object) -> bool:
+    """True for a finite number > 0."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v > 0
+
+
 def _check_image(rgb: np.ndarray) -> np.ndarray:
-    """Return the image as float32 ``(H, W, 3)``; grey input is replicated."""
+    """Return the image as float32 ``(H, W, 3)`` in [0, 1]; grey input is replicated.
+
+    Integer images (uint8/uint16) are scaled by their type's maximum.
+    """
     arr = np.asarray(rgb)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
         raise InputError(f"expected an (H, W, 3) RGB image, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer):
+        return (arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)).copy()
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"expected a numeric image, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -256,6 +291,8 @@ class _Channels:
     light: np.ndarray
     bg_dark: np.ndarray
     bg_light: np.ndarray
+    colour: np.ndarray
+    bg_colour: np.ndarray
 
     @classmethod
     def build(cls, rgb: np.ndarray, fld: np.ndarray, max_width: float) -> _Channels:
@@ -279,6 +316,8 @@ class _Channels:
             planes = cv2.split(rgb)
         dark = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
         light = (planes[0] + planes[1] + planes[2]) * np.float32(1.0 / 3.0)
+        diff = rgb - bg_rgb
+        colour = cv2.sqrt((diff * diff).sum(axis=2, dtype=np.float32))
         return cls(
             rgb=rgb,
             bg_rgb=bg_rgb,
@@ -287,6 +326,8 @@ class _Channels:
             # Dark hairs pull low quantiles down, light hairs pull high ones up.
             bg_dark=_skin_level(dark, window, _SKIN_QUANTILE),
             bg_light=_skin_level(light, window, _LIGHT_SKIN_QUANTILE),
+            colour=colour,
+            bg_colour=_skin_level(colour, window, 0.5),
         )
 
 
@@ -317,10 +358,9 @@ def _hessian_ridge(img: np.ndarray, sigma: float) -> np.ndarray:
     dxy = cv2.sepFilter2D(g, -1, k1, k1, borderType=cv2.BORDER_REFLECT)
     half_tr = 0.5 * (dxx + dyy)
     disc = cv2.sqrt(0.25 * (dxx - dyy) ** 2 + dxy**2)
-    lam1 = half_tr + disc
-    lam2 = half_tr - disc
+    # λ₁ − |λ₂| with λ = half_tr ± disc equals 2·min(half_tr, disc).
     # Level pixels: σ_level² λ_level = σ² λ, so normalise with the level's own σ.
-    resp = (sigma / scale) ** 2 * (lam1 - np.abs(lam2))
+    resp = cv2.min(half_tr, disc) * np.float32(2.0 * (sigma / scale) ** 2)
     if level:
         resp = cv2.resize(resp, (w, h), interpolation=cv2.INTER_LINEAR)
     return resp
@@ -331,7 +371,10 @@ def _ridge_response(img: np.ndarray, widths: tuple[float, float], ratio: float) 
     lo, hi = widths[0] / 2.0, widths[1] / 2.0
     n = max(1, math.ceil(math.log(hi / lo) / math.log(ratio)) + 1)
     sigmas = np.geomspace(lo, hi, n) if n > 1 else [lo]
-    return np.maximum.reduce([_hessian_ridge(img, float(s)) for s in sigmas])
+    best = _hessian_ridge(img, float(sigmas[0]))
+    for s in sigmas[1:]:
+        np.maximum(best, _hessian_ridge(img, float(s)), out=best)
+    return best
 
 
 # --------------------------------------------------------------------------- per polarity
@@ -375,17 +418,21 @@ def _polarity_margin(
     p: ClassicalParams,
     dark_hair: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Edge margin (> 0 inside hair) of one polarity and its contrast-weighted length.
+    """Edge margin (> 0 inside hair) of one pass and its contrast-weighted length.
 
-    ``dark_hair`` (light polarity only): dark hairs already found; skin showing between
-    dense dark hairs is lighter than its surroundings but is not a light hair.
+    ``polarity`` is ``"dark"``, ``"light"`` or ``"colour"``. ``dark_hair`` (second
+    pass): dark hairs already found; skin showing between dense dark hairs differs from
+    its surroundings but is not a hair.
 
     The margin is ``depth − edge_fraction · core depth`` on kept components and −1
     elsewhere, so that a linear upsampling followed by ``> 0`` keeps the half-depth edge.
     """
     sign = 1.0 if polarity == "dark" else -1.0
-    img = ch.dark if polarity == "dark" else ch.light
-    bg = ch.bg_dark if polarity == "dark" else ch.bg_light
+    img, bg = {
+        "dark": (ch.dark, ch.bg_dark),
+        "light": (ch.light, ch.bg_light),
+        "colour": (ch.colour, ch.bg_colour),
+    }[polarity]
     depth = sign * (bg - img)
     resp = _ridge_response(sign * img, widths, p.scale_ratio)
     low, high = _robust_thresholds(resp, fld & (depth < p.skin_depth), p)
@@ -437,10 +484,17 @@ def _clean_components(
         ok &= _hair_coloured(labels, n, ch, p)
     elif dark_hair is not None and dark_hair.any():
         ok &= _enclosed_share(labels, n, dark_hair) <= p.max_enclosed_share
+        if polarity == "colour":
+            # Dark hairs stand out in colour too: leave them to the dark polarity.
+            on_dark = np.bincount(labels[dark_hair], minlength=n)[1:]
+            ok &= on_dark <= p.max_dark_overlap * shape.area
+    if polarity == "colour":
+        ok &= _red_shift(labels, n, ch) <= p.max_red_shift
     keep_lab = np.concatenate([[False], ok])
     log.debug("%s: %d candidate components, %d kept", polarity, n - 1, int(np.count_nonzero(ok)))
     # Score: length weighted by mean depth, so faint ragged flakes weigh little.
-    depth_sum = np.bincount(labels.ravel(), weights=depth.ravel(), minlength=n)[1:]
+    lab = labels[cand]
+    depth_sum = np.bincount(lab, weights=depth[cand].astype(np.float64), minlength=n)[1:]
     mean_depth = depth_sum / np.maximum(shape.area, 1.0)
     return keep_lab[labels], float((shape.length * mean_depth)[ok].sum())
 
@@ -521,26 +575,37 @@ def _enclosed_share(labels: np.ndarray, n: int, other: np.ndarray) -> np.ndarray
     return on_other / np.maximum(total, 1)
 
 
+def _red_shift(labels: np.ndarray, n: int, ch: _Channels) -> np.ndarray:
+    """Per component: mean of (ΔR − ΔG) against the skin; large for red vessels."""
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs]
+    rgb, bg = ch.rgb[ys, xs], ch.bg_rgb[ys, xs]
+    diff = (rgb[:, 0] - bg[:, 0] - (rgb[:, 1] - bg[:, 1])).astype(np.float64)
+    total = np.bincount(lab, weights=diff, minlength=n)[1:]
+    return total / np.maximum(np.bincount(lab, minlength=n)[1:], 1)
+
+
 def _hair_coloured(labels: np.ndarray, n: int, ch: _Channels, p: ClassicalParams) -> np.ndarray:
     """Per component: is it darker in red than a vessel would be?
 
     A hair shaft of any colour loses red about as much as green against the skin; a blood
     vessel keeps its red, losing mostly green and blue.
     """
-    depth = ch.bg_rgb - ch.rgb
-    flat = labels.ravel()
-    d_red = np.bincount(flat, weights=depth[:, :, 0].ravel(), minlength=n)[1:]
-    d_green = np.bincount(flat, weights=depth[:, :, 1].ravel(), minlength=n)[1:]
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs]
+    depth = (ch.bg_rgb[ys, xs] - ch.rgb[ys, xs]).astype(np.float64)
+    d_red = np.bincount(lab, weights=depth[:, 0], minlength=n)[1:]
+    d_green = np.bincount(lab, weights=depth[:, 1], minlength=n)[1:]
     return d_red >= p.max_red_ratio * np.maximum(d_green, 0.0)
 
 
 def _choose_polarities(
     margins: dict[str, tuple[np.ndarray, float]], p: ClassicalParams
 ) -> dict[str, tuple[np.ndarray, float]]:
-    """Keep a polarity only when its hair length is a fair share of the other's.
+    """Keep a pass only when its contrast-weighted length is a fair share of the other's.
 
-    Light ridges also appear on dark-haired scalps (glints, flakes, skin folds); they are
-    dropped unless light hairs make up a substantial part of what was found.
+    Light and colour ridges also appear on dark-haired scalps (glints, flakes, skin
+    folds); they are dropped unless they make up a substantial part of what was found.
     """
     total = max(length for _, length in margins.values())
     kept = {k: v for k, v in margins.items() if v[1] >= p.light_keep_ratio * total}
