@@ -316,10 +316,6 @@ CASES = [
         "tiff-bad-second-ifd",
         lambda d: _write(d / "a.tif", _tiff_bad_second_ifd()),
         ImageReadError,
-        bug="trichoscan/io.py _decode: img.n_frames is read outside the try, so Pillow's "
-        "TypeError('Missing dimensions') escapes untyped (found by fuzzing); decode the "
-        "first frame or raise ImageReadError",
-        bug_in_cli=False,  # the CLI reports it as an internal error: exit 4, one line
     ),
     Case("missing-file", lambda d: d / "nowhere" / "a.jpg", ImageReadError),
     # --- wrong extension: the format comes from the content
@@ -394,17 +390,11 @@ CASES = [
         "float-rgb.tif",
         lambda d: _cv2_write(d / "a.tif", _photo().astype(np.float32) / 255),
         pixels=_close_to_photo(1e-6),
-        bug="trichoscan/io.py: Pillow cannot open 32-bit float RGB TIFF (as written by "
-        "OpenCV/tifffile); read_image calls it 'corrupt or not an image' instead of decoding "
-        "it (e.g. with cv2.imdecode)",
     ),
     Case(
         "float-rgb-nan.tif",
         lambda d: _cv2_write(d / "a.tif", _with_nan(_photo().astype(np.float32) / 255)),
         InputError,
-        bug="trichoscan/io.py: float RGB TIFF not decoded (see float-rgb.tif), so NaN is "
-        "reported as a corrupt file rather than as NaN",
-        bug_in_cli=False,  # exit 4 and one line either way
     ),
     Case("float-nan.tif", lambda d: _float_tiff(d / "a.tif", np.nan), InputError),
     Case("float-inf.tif", lambda d: _float_tiff(d / "a.tif", np.inf), InputError),
@@ -579,13 +569,6 @@ def test_huge_images_are_refused_before_decoding(tmp_path: Path) -> None:
     assert after_kb - before_kb < 40_000, (before_kb, after_kb)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trichoscan/io.py: MAX_PIXELS = 100 MP lets a 70 KB PNG bomb of 9000x9000 be "
-    "decoded (a 9900x9900 one: 13 s and 1.7 GB peak in read_image alone, several GB more in "
-    "prepare); lower the limit (a 20 MP dermatoscope needs < 25 MP) and/or refuse "
-    "implausible pixels-per-byte ratios from the header",
-)
 def test_bomb_under_the_pixel_limit_is_not_decoded(tmp_path: Path, monkeypatch) -> None:
     from PIL import ImageFile
 
@@ -606,12 +589,6 @@ def test_bomb_under_the_pixel_limit_is_not_decoded(tmp_path: Path, monkeypatch) 
     assert decoded == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trichoscan/io.py: Image.open is not limited to photo formats, so a PostScript "
-    "file (any name) is handed to Ghostscript, a large attack surface for untrusted input; "
-    "pass formats=('JPEG', 'PNG', 'TIFF', 'BMP', ...) to Image.open",
-)
 def test_postscript_is_never_handed_to_ghostscript(tmp_path: Path, monkeypatch) -> None:
     import PIL.EpsImagePlugin as eps
 
@@ -833,19 +810,9 @@ def test_good_model_loads(good_model: Path) -> None:
     assert len(model.sha256) == 64
 
 
-_MULTILINE = pytest.mark.xfail(
-    strict=True,
-    reason="unet.load_model copies torch's multi-line load_state_dict message into the "
-    "ModelError (trichoscan/segmentation/unet.py); remove this mark once it is one line",
-)
-
-
 @pytest.mark.parametrize(
     "damage",
-    [
-        pytest.param(k, marks=_MULTILINE) if k == "weights-other-architecture" else k
-        for k in MODEL_CASES
-    ],
+    [k for k in MODEL_CASES],
 )
 def test_bad_model(damage: str, good_model: Path, tmp_path: Path) -> None:
     from trichoscan.pipeline import Pipeline, PipelineConfig

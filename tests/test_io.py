@@ -133,6 +133,33 @@ def test_huge_header_refused_before_decoding(tmp_path):
         image_metadata(p)
 
 
+def test_bomb_ratio_refused_before_decoding(tmp_path):
+    p = tmp_path / "bomb.png"
+    p.write_bytes(_png_claiming(5_000, 1_000))  # 5 MP in a few hundred bytes
+    with pytest.raises(ImageReadError, match="decompression bomb"):
+        read_image(p)
+
+
+def test_postscript_refused(tmp_path):
+    p = tmp_path / "a.jpg"
+    p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n")
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        read_image(p)
+
+
+def test_float_rgb_tiff_from_opencv(tmp_path):
+    import cv2
+
+    f = np.random.default_rng(3).random((20, 30, 3)).astype(np.float32)
+    p = tmp_path / "f3.tif"
+    assert cv2.imwrite(str(p), f[:, :, ::-1])
+    np.testing.assert_allclose(read_image(p), f, atol=1e-6)
+    f[2, 3, 1] = np.nan
+    assert cv2.imwrite(str(p), f[:, :, ::-1])
+    with pytest.raises(InputError, match="NaN"):
+        read_image(p)
+
+
 def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     p = _save(Image.fromarray(_pattern(100, 100)), tmp_path / "a.png", "PNG")
     monkeypatch.setattr(tio, "MAX_PIXELS", 5_000)
@@ -447,10 +474,10 @@ def test_bad_source_types(obj):
 
 def test_metadata_without_decoding(tmp_path):
     p = tmp_path / "m.png"
-    p.write_bytes(_png_claiming(50_000, 1_000))  # 50 MP claimed, data tiny: header only
+    p.write_bytes(_png_claiming(3_000, 1_000))  # 3 MP claimed, data tiny: header only
     meta = image_metadata(p)
-    assert (meta.width, meta.height, meta.format, meta.bit_depth) == (50_000, 1_000, "PNG", 8)
-    assert meta.oriented_size == (50_000, 1_000)
+    assert (meta.width, meta.height, meta.format, meta.bit_depth) == (3_000, 1_000, "PNG", 8)
+    assert meta.oriented_size == (3_000, 1_000)
     assert meta.to_dict()["exif_orientation"] == 1
 
 

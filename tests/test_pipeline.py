@@ -13,9 +13,23 @@ from trichoscan import synth
 from trichoscan.errors import CalibrationError, InputError, ModelError
 
 
+#: A plain shaved scene: dark hair on light skin at 4 µm/px, dense enough for ~15 hairs.
+PLAIN = synth.SynthConfig(
+    height=512,
+    width=640,
+    um_per_px=(4.0, 4.0),
+    density_per_cm2=(300.0, 300.0),
+    hair_colours=("black",),
+    hair_colour_weights=(1.0,),
+    skin_tones=("light",),
+    skin_tone_weights=(1.0,),
+    p_unshaved=0.0,
+)
+
+
 @pytest.fixture(scope="module")
 def render() -> synth.Render:
-    return synth.render(7, synth.SynthConfig(height=384, width=480, um_per_px=(4.0, 4.0)))
+    return synth.render(7, PLAIN)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +54,7 @@ def test_result_records_scale_segmenter_and_quality(result):
     assert result.calibration.um_per_px == 4.0
     assert result.calibration.source == "given"
     assert result.segmenter_used.name == "classical"
-    assert result.mask.shape == (384, 480)
+    assert result.mask.shape == (512, 640)
     assert result.mask.dtype == bool
     assert 0.5 < result.quality.field_coverage <= 1.0
     data = json.loads(result.to_json())

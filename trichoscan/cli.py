@@ -15,15 +15,12 @@ from typing import Annotated
 
 import typer
 
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, TrichoscanError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, TrichoscanError
+from .sessions import PHOTO_SUFFIXES, is_photo_file
 
 __all__ = ["app", "main", "collect_images"]
 
 logger = logging.getLogger("trichoscan")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
-#: Sidecar files written next to photos (renderer truth, our own outputs) are not photos.
-SIDECAR_STEMS = ("_mask", "_field", "_subsurface", "_overlay")
 
 app = typer.Typer(
     name="trichoscan",
@@ -55,6 +52,9 @@ def _setup_logging(verbose: bool) -> None:
 def collect_images(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Expand files and folders (recursively) into photo paths, sorted.
 
+    Sidecar files (renderer truth ``*_mask.*``, ``*_field.*``, our ``*_overlay.*``) and
+    hidden files are not photos (:func:`trichoscan.sessions.is_photo_file`).
+
     Returns the photos and ``(path, reason)`` for inputs that do not exist.
     """
     found: list[Path] = []
@@ -62,12 +62,8 @@ def collect_images(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]
     for path in paths:
         if path.is_dir():
             for candidate in sorted(path.rglob("*")):
-                if (
-                    candidate.is_file()
-                    and candidate.suffix.lower() in IMAGE_SUFFIXES
-                    and not candidate.stem.endswith(SIDECAR_STEMS)
-                    and not any(part.startswith(".") for part in candidate.parts)
-                ):
+                hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
+                if candidate.is_file() and not hidden and is_photo_file(candidate):
                     found.append(candidate)
         elif path.is_file():
             found.append(path)
@@ -178,7 +174,7 @@ def _collect_or_fail(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, st
         if missing and len(missing) == len(paths):  # each input already has its error line
             raise typer.Exit(EXIT_FAILED)
         where = ", ".join(str(p) for p in paths)
-        raise _fail(f"no photos found in {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise _fail(f"no photos found in {where} (looked for {', '.join(sorted(PHOTO_SUFFIXES))})")
     return images, missing
 
 
@@ -363,6 +359,139 @@ def synth(
             render = synth_module.render(s, config)
             synth_module.write_render(render, out, f"synth_{s:06d}")
     typer.echo(f"{n} renders written to {out}")
+
+
+class _TrainBars:
+    """Progress bars for trichoscan.training.train: one per stage, on stderr."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._stage = ""
+        self._done = 0
+
+    def __call__(self, event) -> None:  # trichoscan.training.TrainProgress
+        if event.stage == "epoch":
+            m = event.metrics
+            dev = (
+                f" dev Dice {m['dev_dice']:.3f} clDice {m['dev_cldice']:.3f}"
+                if "dev_dice" in m
+                else ""
+            )
+            typer.echo(f"\nepoch {event.done}/{event.total}: loss {m['loss']:.4f}{dev}", err=True)
+            return
+        if event.stage != self._stage:
+            self.close()
+            label = {"render": "preparing data", "train": "training"}.get(event.stage, event.stage)
+            self._bar = typer.progressbar(length=event.total, label=label, file=sys.stderr)
+            self._bar.__enter__()
+            self._stage, self._done = event.stage, event.done - 1
+        self._bar.update(event.done - self._done)
+        self._done = event.done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="Run file (TOML); flags override it.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder to write.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder with images/ and masks/.")] = None,
+    data_um_per_px: Annotated[float | None, typer.Option(help="Scale of --data photos.")] = None,
+    data_licence: Annotated[
+        str | None, typer.Option(help="Licence of --data (model card).")
+    ] = None,
+    synthetic: Annotated[int | None, typer.Option(help="Renders generated on the fly.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Fine-tune from this model folder.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train (or fine-tune) the U-Net hair segmenter; writes weights + model card."""
+    _setup_logging(verbose)
+    from .training import TrainConfig
+    from .training import train as run_training
+
+    flags = {
+        "out_dir": out,
+        "data_dir": data,
+        "data_um_per_px": data_um_per_px,
+        "data_licence": data_licence,
+        "synthetic": synthetic,
+        "init_model_dir": init,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device": device,
+        "resume": resume or None,
+    }
+    bars = _TrainBars()
+    try:
+        if config is not None:
+            cfg = TrainConfig.from_toml(config, **flags)
+        elif out is None:
+            raise _fail("give --config RUN.toml or --out MODEL_DIR", EXIT_USAGE)
+        else:
+            cfg = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
+        folder = run_training(cfg, progress=bars)
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+    except ImportError as exc:
+        raise _fail(f"{exc}; training needs torch: pip install 'trichoscan[model]'") from None
+    finally:
+        bars.close()
+    typer.echo(str(folder))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: shipped).")] = None,
+    data: Annotated[Path, typer.Option(help="Folder with images/ and masks/.")] = ...,
+    um_per_px: Annotated[float | None, typer.Option(help="Scale of the photos.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all scores here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Dice and clDice of a U-Net on annotated masks."""
+    _setup_logging(verbose)
+    import json
+
+    from .training import evaluate_masks
+
+    try:
+        scores = evaluate_masks(model, data, um_per_px=um_per_px)
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+    if json_out is not None:
+        json_out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    typer.echo(
+        f"{scores['n_images']} images: Dice {scores['mean_dice']:.3f}, "
+        f"clDice {scores['mean_cldice']:.3f} (model {scores['model_sha256'][:12]})"
+    )
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    out: Annotated[Path, typer.Argument(help="ONNX file to write.")],
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: shipped).")] = None,
+    opset: Annotated[int, typer.Option()] = 17,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Export a U-Net model folder to ONNX."""
+    _setup_logging(verbose)
+    from .training import export_onnx
+
+    try:
+        path = export_onnx(model, out, opset=opset)
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(str(path))
 
 
 @app.command()

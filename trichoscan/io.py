@@ -12,6 +12,7 @@ from __future__ import annotations
 import io as _io
 import logging
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,14 +308,74 @@ def _decode_16bit_colour(data: bytes, name: str, orientation: int) -> np.ndarray
     return _orient(cv2.cvtColor(arr, code), orientation)
 
 
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a classic TIFF's first IFD, without decoding; else None."""
+    if len(data) < 8 or data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    end = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(end + "I", data[4:8])
+    if ifd + 2 > len(data):
+        return None
+    (count,) = struct.unpack(end + "H", data[ifd : ifd + 2])
+    size: dict[int, int] = {}
+    for k in range(count):
+        entry = data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        tag, typ = struct.unpack(end + "HH", entry[:4])
+        if tag in (256, 257):
+            fmt = end + ("H" if typ == 3 else "I")
+            size[tag] = struct.unpack(fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
+    if 256 in size and 257 in size:
+        return size[256], size[257]
+    return None
+
+
+def _decode_tiff_fallback(data: bytes, name: str) -> np.ndarray | None:
+    """Decode a TIFF Pillow cannot open (e.g. 32-bit float RGB) with OpenCV; else None."""
+    import cv2
+
+    size = _tiff_size(data)
+    if size is None:
+        return None
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise ImageReadError(
+            f"{name}: image is {w}×{h} = {w * h:,} pixels, above the limit of "
+            f"{MAX_PIXELS:,}; downscale it or crop the region of interest"
+        )
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        return None
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        code = cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        arr = cv2.cvtColor(arr, code)
+    return arr
+
+
 def _decode(data: bytes, name: str) -> np.ndarray:
     Image = _pil()
     from PIL import ImageOps
 
-    img = _header(data, name)
+    try:
+        img = _header(data, name)
+    except ImageReadError:
+        # Pillow cannot open some valid TIFFs (32-bit float RGB, as OpenCV writes them).
+        arr = _decode_tiff_fallback(data, name)
+        if arr is None:
+            raise
+        return arr
     fmt = img.format or "unknown"
-    if getattr(img, "n_frames", 1) > 1:
-        logger.info("%s: %s has %d frames; reading the first", name, fmt, img.n_frames)
+    try:
+        # Counting frames parses every IFD of a TIFF: a corrupt later one must not escape.
+        n_frames = int(getattr(img, "n_frames", 1))
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(
+            f"{name}: the {fmt} file structure is corrupt (unreadable page/frame list); "
+            "re-export or re-copy the photo"
+        ) from exc
+    if n_frames > 1:
+        logger.info("%s: %s has %d frames; reading the first", name, fmt, n_frames)
     if _is_16bit_colour(img, data):
         # Pillow has no 16-bit RGB mode; OpenCV keeps the full depth.
         return _decode_16bit_colour(data, name, _exif_orientation(img))

@@ -40,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 #: Files next to photos that are not photos: renderer truth and our own outputs.
 SIDECAR_SUFFIXES = ("_mask", "_field", "_overlay", "_subsurface")
 MANIFEST_REQUIRED = ("path", "patient", "site", "date")

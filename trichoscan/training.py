@@ -718,7 +718,7 @@ def _train(config: TrainConfig, device: str, progress: ProgressCallback | None) 
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
         first_epoch = int(state["epoch"]) + 1
-        log.info("resuming after epoch %d from %s", first_epoch, ckpt_dir)
+        log.info("resuming at epoch %d from %s", first_epoch, ckpt_dir)
     elif log_path.exists():
         log_path.unlink()  # a fresh run starts a fresh log
     _append_log(log_path, data_record)

@@ -314,7 +314,14 @@ class _Channels:
             # Outside the field, continue the skin level so no edge shows at its border.
             cv2.copyTo(bg_rgb, outside, rgb)
             planes = cv2.split(rgb)
-        dark = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
+        import os
+        mode = os.environ.get("TS_DARK", "max")
+        if mode == "max":
+            dark = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
+        elif mode == "rg":
+            dark = cv2.max(planes[0], planes[1])
+        elif mode == "mix":
+            dark = cv2.max(cv2.max(planes[0], planes[1]), 0.5 * (planes[2] + planes[1]))
         light = (planes[0] + planes[1] + planes[2]) * np.float32(1.0 / 3.0)
         diff = rgb - bg_rgb
         colour = cv2.sqrt((diff * diff).sum(axis=2, dtype=np.float32))

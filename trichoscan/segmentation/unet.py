@@ -10,9 +10,10 @@ The model folder (cellpose/stardist-like packaging) holds two files:
     renderer versions, data provenance and licences, evaluation numbers, and the
     SHA-256 of ``weights.pt`` (checked on every load).
 
-The shipped weights live in ``trichoscan/models/`` (package data, so a non-editable
-install finds them). This module is inference only: it never imports the training code,
-and torch is imported lazily so ``import trichoscan.segmentation`` stays fast without it.
+The shipped weights live in the top-level ``models/`` folder, installed as package data of
+``trichoscan.models`` so a non-editable install finds them. This module is inference only:
+it never imports the training code, and torch is imported lazily so
+``import trichoscan.segmentation`` stays fast without it.
 
 Working scale
 -------------
@@ -74,7 +75,20 @@ CARD_FILE = "model_card.json"
 CARD_FORMAT = "trichoscan-unet"
 CARD_VERSION = 1
 #: The shipped model folder (package data).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def _shipped_model_dir() -> Path:
+    """The top-level ``models/`` folder, installed as the ``trichoscan.models`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trichoscan.models")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    # A source checkout run without installing: models/ sits beside trichoscan/.
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+DEFAULT_MODEL_DIR = _shipped_model_dir()
 #: Working scale of the shipped recipe (µm per pixel).
 WORKING_UM_PER_PX = 5.0
 #: Default network configuration (about 1.96 M parameters, 7.9 MB of float32 weights).
@@ -459,7 +473,7 @@ def weights_available(model_dir: Path | str | None = None) -> bool:
     Parameters
     ----------
     model_dir : path, optional
-        Model folder; default the shipped ``trichoscan/models/``.
+        Model folder; default the shipped ``models/`` (installed as ``trichoscan.models``).
     """
     folder = _model_dir(model_dir)
     return (
@@ -509,7 +523,7 @@ def load_model(
     ----------
     model_dir : path, optional
         Folder with ``model_card.json`` and ``weights.pt``; default the shipped
-        ``trichoscan/models/``.
+        ``models/`` (installed as ``trichoscan.models``).
     device : str, optional
         ``"cpu"``, ``"cuda"``; default CUDA when available, else CPU.
     **segmenter_options
@@ -551,7 +565,7 @@ def load_model(
     except Exception as exc:  # torch raises many types for bad files; report them as one
         raise ModelError(
             f"cannot load {weights} into the architecture of its card ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); reinstall the model or retrain it"
+            f"{' '.join(str(exc).split())[:200]}); reinstall the model or retrain it"
         ) from exc
     log.info("loaded U-Net %s from %s", digest[:12], folder)
     return UNetSegmenter(net, card, sha256=digest, device=device, **segmenter_options)

@@ -1,0 +1,1 @@
+"""Shipped U-Net weights and model card, installed as the ``trichoscan.models`` package."""
