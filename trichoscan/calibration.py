@@ -30,6 +30,8 @@ __all__ = [
     "scan_overlays",
     "read_scale_bar",
     "resolve_calibration",
+    "RulerMeasurement",
+    "measure_ruler_scale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -627,3 +629,167 @@ def read_scale_bar(rgb: np.ndarray) -> Calibration | None:
         return None
     detail = f"scale bar {bar.length_mm:.1f} mm = {bar.length_px:.1f} px ({bar.style})"
     return Calibration(round(um, 4), "photo", detail=detail)
+
+
+# --------------------------------------------------------------------------- ruler / micrometer
+
+
+@dataclass(frozen=True)
+class RulerMeasurement:
+    """Scale measured from a photo of a stage micrometer or ruler.
+
+    Attributes
+    ----------
+    um_per_px : float
+        Measured scale.
+    period_px : float
+        Distance between neighbouring ticks, in pixels.
+    angle_deg : float
+        Direction across the ticks (0° = ticks are vertical lines along the image's x axis).
+    n_periods : float
+        How many tick spacings the measurement spans (more is more precise).
+    peak_ratio : float
+        Strength of the tick frequency against the spectrum's background (noise alone
+        gives about 15).
+    """
+
+    um_per_px: float
+    period_px: float
+    angle_deg: float
+    n_periods: float
+    peak_ratio: float
+
+    def calibration(self, spacing_um: float) -> Calibration:
+        detail = (
+            f"ruler: {spacing_um:g} µm ticks every {self.period_px:.3f} px "
+            f"over {self.n_periods:.0f} spacings"
+        )
+        return Calibration(round(self.um_per_px, 5), "given", detail=detail)
+
+
+#: The tick peak must stand this far above the median of the spectrum around it.
+MIN_PEAK_RATIO = 100.0
+#: At least this many tick spacings must be visible for a measurement.
+MIN_PERIODS = 5.0
+
+
+def measure_ruler_scale(rgb: np.ndarray, spacing_um: float) -> RulerMeasurement:
+    """Measure µm per pixel from a photo of regularly spaced ticks (micrometer, ruler).
+
+    The ticks' period is found as the strongest peak of the photo's 2-D power spectrum,
+    then refined on a 1-D projection across the ticks by maximising the periodogram over a
+    fine grid of periods (sub-pixel precise over many periods).
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        Photo as from :func:`trichoscan.io.read_image` (H, W, 3) float in [0, 1], or grey.
+    spacing_um : float
+        Distance between neighbouring ticks of the finest regular division (e.g. 10 µm for
+        a 1 mm / 100 stage micrometer, 1000 µm for a millimetre ruler).
+
+    Raises
+    ------
+    CalibrationError
+        When no regular ticks are found, too few are visible, or the result is implausible.
+    """
+    import cv2
+
+    if not (isinstance(spacing_um, int | float) and math.isfinite(spacing_um) and spacing_um > 0):
+        raise CalibrationError(f"tick spacing must be a positive number of µm, got {spacing_um!r}")
+    img = np.asarray(rgb, dtype=np.float32)
+    gray = img.mean(axis=2) if img.ndim == 3 else img
+    h, w = gray.shape
+    # Remove illumination (large blur) so the spectrum is dominated by the ticks.
+    sigma = max(h, w) / 16.0
+    flat = gray - cv2.GaussianBlur(gray, (0, 0), sigma)
+    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(flat * window))) ** 2
+    cy, cx = h // 2, w // 2
+    fy = (np.arange(h) - cy) / h
+    fx = (np.arange(w) - cx) / w
+    radius = np.hypot(fy[:, None], fx[None, :])
+    # Ignore frequencies below ~MIN_PERIODS cycles across the photo, and the upper half-plane
+    # duplicate (the spectrum of a real image is symmetric).
+    band = (radius > MIN_PERIODS / min(h, w)) & (radius < 0.45)
+    band[:cy] = False
+    band[cy, :cx] = False
+    if not band.any():
+        raise CalibrationError("photo too small to measure a ruler")
+    score = np.where(band, power, 0.0)
+    py, px = np.unravel_index(int(np.argmax(score)), score.shape)
+    ring = band & (np.abs(radius - radius[py, px]) < 0.02)
+    peak_ratio = float(power[py, px] / max(np.median(power[ring]), 1e-12))
+    if peak_ratio < MIN_PEAK_RATIO:
+        raise CalibrationError(
+            "no regular ruler or micrometer ticks found in the photo (tick peak "
+            f"{peak_ratio:.1f}x the background, need {MIN_PEAK_RATIO:g}x); photograph the "
+            "ticks in focus, filling the field"
+        )
+    freq = np.array([fx[px], fy[py]], dtype=float)
+    period0 = 1.0 / float(np.hypot(*freq))
+    angle0 = math.atan2(freq[1], freq[0])
+    angle_rad, period = _refine_ticks(flat, angle0, period0)
+    direction = np.array([math.cos(angle_rad), math.sin(angle_rad)])
+    extent = _extent_along(h, w, direction)
+    n_periods = extent / period
+    if n_periods < MIN_PERIODS:
+        raise CalibrationError(
+            f"only {n_periods:.1f} tick spacings visible; need {MIN_PERIODS:g} or more"
+        )
+    um = spacing_um / period
+    validate_um_per_px(um)
+    angle = math.degrees(angle_rad) % 180.0
+    return RulerMeasurement(um, period, angle, n_periods, peak_ratio)
+
+
+def _extent_along(h: int, w: int, direction: np.ndarray) -> float:
+    """Length of the image's projection on ``direction``."""
+    return abs(direction[0]) * (w - 1) + abs(direction[1]) * (h - 1)
+
+
+def _projection(flat: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Quarter-pixel profile of ``flat`` across lines perpendicular to ``angle`` (radians)."""
+    h, w = flat.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    s = (xs * math.cos(angle) + ys * math.sin(angle)).ravel()
+    step = 0.25
+    idx = np.floor((s - s.min()) / step).astype(np.int64)
+    sums = np.bincount(idx, weights=flat.ravel().astype(np.float64))
+    counts = np.bincount(idx)
+    ok = counts > 0
+    profile = sums[ok] / counts[ok]
+    return (np.flatnonzero(ok) + 0.5) * step, profile - profile.mean()
+
+
+def _strength(pos: np.ndarray, profile: np.ndarray, period: float) -> float:
+    """Periodogram magnitude of the profile at ``period``."""
+    return float(np.abs(np.dot(profile, np.exp(-2j * np.pi * pos / period))))
+
+
+def _refine_ticks(flat: np.ndarray, angle0: float, period0: float) -> tuple[float, float]:
+    """Angle and period maximising the periodogram near the spectral estimate.
+
+    The spectral peak is only bin-accurate; a wrong angle would stretch the period by
+    1 / cos(error), so angle and period are refined together (coarse grid, then fine).
+    """
+    best = (-1.0, angle0, period0)
+    for span, n_angles, rel in ((math.radians(6.0), 25, 0.03), (math.radians(0.5), 21, 0.004)):
+        centre_angle, centre_period = best[1], best[2]
+        for angle in centre_angle + np.linspace(-span, span, n_angles):
+            pos, profile = _projection(flat, float(angle))
+            for period in centre_period * np.linspace(1 - rel, 1 + rel, 41):
+                value = _strength(pos, profile, float(period))
+                if value > best[0]:
+                    best = (value, float(angle), float(period))
+    _, angle, period = best
+    pos, profile = _projection(flat, angle)
+    lo, hi = period * 0.9995, period * 1.0005
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(30):
+        a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        if _strength(pos, profile, a) > _strength(pos, profile, b):
+            hi = b
+        else:
+            lo = a
+    return angle, (lo + hi) / 2.0

@@ -495,6 +495,39 @@ def export_onnx_cmd(
 
 
 @app.command()
+def calibrate(
+    photo: Annotated[Path, typer.Argument(help="Photo of a stage micrometer or ruler.")],
+    spacing_um: Annotated[
+        float,
+        typer.Option(
+            "--spacing-um",
+            help="Distance between neighbouring ticks in µm (10 for a 1 mm/100 micrometer).",
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Print a device-profile entry under this name.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Measure µm per pixel from a photo of regularly spaced ticks (micrometer or ruler)."""
+    _setup_logging(verbose)
+    from .calibration import measure_ruler_scale
+    from .io import read_image
+
+    try:
+        result = measure_ruler_scale(read_image(str(photo)), spacing_um)
+    except TrichoscanError as exc:
+        raise _fail(f"{photo}: {exc}") from None
+    typer.echo(
+        f"{result.um_per_px:.4f} µm/px ({spacing_um:g} µm ticks every {result.period_px:.3f} px, "
+        f"{result.n_periods:.0f} spacings measured, ticks at {result.angle_deg:.1f}°)"
+    )
+    if name is not None:
+        typer.echo(f"\n[device.{name}]\num_per_px = {result.um_per_px:.4f}")
+        typer.echo(f'description = "measured from {photo.name} with trichoscan calibrate"')
+
+
+@app.command()
 def devices() -> None:
     """List the device profiles (name, µm per pixel, description)."""
     from .calibration import device_profiles
