@@ -25,16 +25,18 @@ SPUR_F = 2.0
 SPLIT_TURN = 45.0
 HALF_WIN = 3
 STEM_WIDTHS = 6.0
-B2, B3 = 1.6, 2.5
+B2, B3 = 1.8, 3.0
 B_MIN_HAIRS, B_ELONG = 4, 3.0
+B_UM2, B_UM3 = 100.0, 200.0
+B_UNEVEN, B_UNEVEN_UM = 0.12, 60.0
 RAY_STEP = 1.0
 RAY_FINE = 4
 
 NB8 = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 
-def reference_count(mask) -> dict:
-    """Count hairs in ``mask`` the slow, obvious way.
+def reference_count(mask, um_per_px=None) -> dict:
+    """Count hairs in ``mask`` the slow, obvious way (``um_per_px``: scale, for bundles).
 
     Returns
     -------
@@ -553,16 +555,34 @@ def reference_count(mask) -> dict:
     uid = {}
     units = [uid.setdefault(ufind(i), len(uid) + 1) for i in range(n)]
 
-    # 9. bundles
+    # 9. bundles: the largest of (a) width against the typical width W (median width of
+    # the elongated hairs, when there are enough), (b) width in µm against the single-hair
+    # maximum (scale known), (c) 2 for a wide shaft whose width is uneven along it.
     el = [hh["width"] for hh in hairs if hh["width"] > 0 and hh["length"] >= B_ELONG * hh["width"]]
-    bundles = [1] * n
-    if len(el) >= B_MIN_HAIRS:
-        med = _median(el)
-        typ = _median([v for v in el if v >= med])
+    typ = _median(el) if len(el) >= B_MIN_HAIRS else 0.0
+    bundles = []
+    for hh in hairs:
+        w = hh["width"]
+        k = 1
         if typ > 0:
-            for i, hh in enumerate(hairs):
-                q = hh["width"] / typ
-                bundles[i] = 3 if q >= B3 else 2 if q >= B2 else 1
+            q = w / typ
+            if q >= B3:
+                k = 3
+            elif q >= B2:
+                k = 2
+        uneven = w > 0 and hh["sd"] >= B_UNEVEN * w
+        if um_per_px is not None:
+            u = w * um_per_px
+            if u >= B_UM3:
+                k = 3
+            elif u >= B_UM2:
+                k = max(k, 2)
+            wide = u >= B_UNEVEN_UM
+        else:
+            wide = typ > 0 and w >= typ
+        if uneven and wide:
+            k = max(k, 2)
+        bundles.append(k)
 
     out = []
     for i, hh in enumerate(hairs):

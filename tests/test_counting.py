@@ -160,6 +160,65 @@ def test_bundle_needs_enough_hairs_for_a_typical_width():
     assert len(t) == 1 and t.bundle_size.tolist() == [1]
 
 
+def _field(widths: list[float], shape: tuple[int, int] = SHAPE) -> np.ndarray:
+    """Horizontal square-cut bars 160 px long, one per width, top to bottom (ids follow)."""
+    m = np.zeros(shape, bool)
+    y = 10.0
+    for w in widths:
+        y += w / 2
+        m |= _bar(shape, (100.0, y), 160.0, w, 0.0)
+        y += w / 2 + 8
+    return m
+
+
+def test_double_width_shafts_among_singles_are_bundles_of_two():
+    t = count_hairs(_field([6] * 6 + [12, 12]))
+    _check_table(t, SHAPE)
+    assert t.bundle_size.tolist() == [1] * 6 + [2, 2]
+    # triple width: 3 hairs (w / W >= 3)
+    t = count_hairs(_field([6] * 6 + [12, 18]))
+    assert t.bundle_size.tolist() == [1] * 6 + [2, 3]
+
+
+def test_wide_shaft_with_scale_is_a_bundle_by_physical_width():
+    m = _field([10])
+    # 10 px at 30 µm/px = 300 µm: no single hair is that wide -> 3 hairs
+    assert count_hairs(m, um_per_px=30.0).bundle_size.tolist() == [3]
+    # 10 px at 12 µm/px = 120 µm: at least 2 hairs
+    assert count_hairs(m, um_per_px=12.0).bundle_size.tolist() == [2]
+    # 10 px at 8 µm/px = 80 µm: a single terminal hair
+    assert count_hairs(m, um_per_px=8.0).bundle_size.tolist() == [1]
+    # no scale and too few hairs for a typical width: 1
+    assert count_hairs(m).bundle_size.tolist() == [1]
+
+
+def test_field_of_only_bundles_needs_the_scale():
+    m = _field([14] * 6)
+    # 14 px at 10 µm/px = 140 µm each: every shaft is a bundle although the typical
+    # (median) width is itself a bundle width
+    assert count_hairs(m, um_per_px=10.0).bundle_size.tolist() == [2] * 6
+    # without a scale the mask alone cannot tell them from single hairs
+    assert count_hairs(m).bundle_size.tolist() == [1] * 6
+
+
+def test_uneven_shaft_is_a_bundle():
+    # Two 6 px hairs side by side, one ending halfway: the shaft is 12 px wide over one
+    # half and 6 px over the other (mean 9 px = 1.5 W, below BUNDLE_RATIO_2), but its
+    # width steps along it (SD 3 px = 0.33 of its width).
+    m = _field([6] * 4)
+    m |= _bar(SHAPE, (100.0, 150.0), 160.0, 6, 0.0)
+    m |= _bar(SHAPE, (60.0, 156.0), 80.0, 6, 0.0)
+    t = count_hairs(m)
+    _check_table(t, SHAPE)
+    assert len(t) == 5
+    assert t.width_sd_px[4] >= 0.12 * t.width_px[4]
+    assert t.bundle_size.tolist() == [1, 1, 1, 1, 2]
+    # with a scale: 9 px at 8 µm/px = 72 µm >= 60 µm -> 2; at 5 µm/px = 45 µm -> 1 (a
+    # thin hair whose width varies, e.g. a tapered vellus hair)
+    assert count_hairs(m, um_per_px=8.0).bundle_size.tolist() == [1, 1, 1, 1, 2]
+    assert count_hairs(m, um_per_px=5.0).bundle_size.tolist() == [1] * 5
+
+
 def test_closed_loop_is_one_hair():
     m = _canvas()
     cv2.circle(m, (100, 100), 60, 1, 7)

@@ -42,9 +42,9 @@ def random_mask(seed: int, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
     return m.astype(bool)
 
 
-def _compare(mask: np.ndarray) -> None:
-    ref = _reference()(mask)
-    got = count_hairs(mask)
+def _compare(mask: np.ndarray, um_per_px: float | None = None) -> None:
+    ref = _reference()(mask, um_per_px)
+    got = count_hairs(mask, um_per_px=um_per_px)
     hairs = ref["hairs"]
     assert len(got) == len(hairs)
     for i, rh in enumerate(hairs):
@@ -65,6 +65,13 @@ def test_matches_reference_on_random_masks(seed):
     _compare(random_mask(seed))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_reference_with_scale(seed):
+    # 2-7 px strokes at 12-37 µm/px: 25-260 µm wide, so the physical-width and
+    # uneven-width bundle rules both come into play.
+    _compare(random_mask(100 + seed), um_per_px=12.0 + 5.0 * seed)
+
+
 def test_matches_reference_on_fixtures():
     m = np.zeros((60, 60), np.uint8)
     cv2.line(m, (5, 30), (55, 30), 1, 4)  # X
@@ -74,6 +81,24 @@ def test_matches_reference_on_fixtures():
     cv2.line(v, (30, 55), (10, 8), 1, 4)
     cv2.line(v, (30, 55), (50, 8), 1, 4)
     _compare(v.astype(bool))
+
+
+def _bars(shape: tuple[int, int], bars: list[tuple[float, float, float, float]]) -> np.ndarray:
+    """Horizontal square-cut bars (centre x, centre y, length, width)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    m = np.zeros(shape, bool)
+    for cx, cy, length, width in bars:
+        m |= (np.abs(xx - cx) * 2 < length) & (np.abs(yy - cy) * 2 < width)
+    return m
+
+
+@pytest.mark.parametrize("um_per_px", [None, 8.0, 25.0])
+def test_matches_reference_on_a_bundle_field(um_per_px):
+    # four singles, a double-width shaft, a triple-width one and an uneven one (two
+    # hairs side by side, one ending halfway): every bundle rule has its say
+    rows = [(50, 6 + 9 * i, 80, 4) for i in range(4)]
+    rows += [(50, 44, 80, 8), (50, 60, 80, 12), (50, 76, 80, 4), (30, 79, 40, 4)]
+    _compare(_bars((90, 100), rows), um_per_px)
 
 
 @pytest.mark.slow

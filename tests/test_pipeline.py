@@ -12,7 +12,6 @@ import trichoscan
 from trichoscan import synth
 from trichoscan.errors import CalibrationError, InputError, ModelError
 
-
 #: A plain shaved scene: dark hair on light skin at 4 µm/px, dense enough for ~15 hairs.
 PLAIN = synth.SynthConfig(
     height=512,

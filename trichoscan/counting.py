@@ -194,12 +194,21 @@ SMOOTH_HALF_WINDOW = 3
 #: A hair ending on another hair joins that hair's unit when the other hair's stretch from
 #: the junction to its nearer end is at most this many of its widths (a Y's short stem).
 STEM_MAX_WIDTHS = 6.0
-#: Bundles: ratio cut-offs of width / typical terminal width for 2 and 3 hairs.
-BUNDLE_RATIO_2 = 1.6
-BUNDLE_RATIO_3 = 2.5
+#: Bundles: ratio cut-offs of width / typical width for 2 and 3 hairs.
+BUNDLE_RATIO_2 = 1.8
+BUNDLE_RATIO_3 = 3.0
 #: Fewest hairs (length >= BUNDLE_MIN_ELONGATION widths) needed to estimate the typical width.
 BUNDLE_MIN_HAIRS = 4
 BUNDLE_MIN_ELONGATION = 3.0
+#: Bundles, with a known scale: a shaft at least this wide (µm) is >= 2 hairs / 3 hairs
+#: (single terminal hairs are 60-120 µm, most of them 60-90).
+BUNDLE_MIN_UM_2 = 100.0
+BUNDLE_MIN_UM_3 = 200.0
+#: Bundles: a shaft whose width varies along it (width SD >= this fraction of its width:
+#: hairs of a bundle that drift apart or end at different lengths) and that is at least
+#: BUNDLE_UNEVEN_MIN_UM wide (with a scale; else at least the typical width) is >= 2 hairs.
+BUNDLE_UNEVEN_SD = 0.12
+BUNDLE_UNEVEN_MIN_UM = 60.0
 #: Tip offsets: step (px) of the ray cast from a free end to the hair's tip.
 TIP_STEP = 1.0
 TIP_FINE = 4
@@ -272,10 +281,28 @@ def count_hairs(mask: np.ndarray, *, um_per_px: float | None = None) -> HairTabl
     9. Units: hairs ending at one cluster share a unit (V); a hair ending on another hair
        whose nearer end is at most ``STEM_MAX_WIDTHS`` of its widths away (a Y's stem) joins
        it; the two parts of a split V share one; other hairs (X, T) have their own.
-    10. Bundles: the typical terminal width ``W`` is the median width of the upper half (by
-        width) of the elongated hairs (length >= ``BUNDLE_MIN_ELONGATION`` widths), when there
-        are at least ``BUNDLE_MIN_HAIRS`` of them; a hair of width ``w`` stands for 2 hairs
-        when ``w / W >= BUNDLE_RATIO_2`` and 3 when ``w / W >= BUNDLE_RATIO_3``, else 1.
+    10. Bundles (hairs leaving one opening side by side that never separate in the mask;
+        those that do separate are already split into hairs of one unit by steps 5-9). Per
+        hair of width ``w``, width SD ``sd`` and, with a scale, ``u = w * um_per_px``;
+        ``bundle_size`` is the largest of:
+
+        a. Relative width: the typical width ``W`` is the median width of the elongated
+           hairs (width > 0, length >= ``BUNDLE_MIN_ELONGATION`` widths), when there are at
+           least ``BUNDLE_MIN_HAIRS`` of them (else there is no ``W`` and this gives 1):
+           3 when ``w / W >= BUNDLE_RATIO_3``, 2 when ``w / W >= BUNDLE_RATIO_2``, else 1.
+        b. Physical width (scale known): 3 when ``u >= BUNDLE_MIN_UM_3``, 2 when
+           ``u >= BUNDLE_MIN_UM_2`` (100 µm: wider than nearly all single terminal hairs),
+           else 1. This holds when most shafts are bundles and ``W`` is itself a bundle
+           width.
+        c. Uneven width: 2 when ``w > 0`` and ``sd >= BUNDLE_UNEVEN_SD * w`` (the hairs of a
+           bundle drift apart or end at different lengths, so its width steps or wedges
+           along it) and the shaft is not thin: ``u >= BUNDLE_UNEVEN_MIN_UM`` with a scale,
+           else ``W`` exists and ``w >= W``; else 1.
+
+        Measured on the true masks of renders (seeds 200-299, scale known): bundle size
+        right for 70 % of the shafts that hold a hair (65 % with the previous, upper-half
+        median rule), visible-hair count error median 11 % (21 %). Without a scale (a and c
+        only) 68 % and 14 %.
     """
     return _count_hairs_staged(mask, um_per_px, None)
 
@@ -1171,7 +1198,7 @@ def _measure(
     width_sd = _width_sd(src, starts, lens, closed, hair_of, width, dflat)
     # -- units and bundles
     unit = _units(raws, starts, step, tip, width, n)
-    bundle = _bundles(length, width)
+    bundle = _bundles(length, width, width_sd, um_per_px)
     end_a = sm[starts]
     end_b = sm[last]
     paths = tuple(sm[s : s + k] for s, k in zip(starts.tolist(), lens.tolist(), strict=True))
@@ -1404,18 +1431,27 @@ def _units(
     return out
 
 
-def _bundles(length: np.ndarray, width: np.ndarray) -> np.ndarray:
-    """Hairs per shaft from width against the typical terminal width (see count_hairs)."""
+def _bundles(
+    length: np.ndarray, width: np.ndarray, width_sd: np.ndarray, um_per_px: float | None
+) -> np.ndarray:
+    """Hairs per shaft: relative width, physical width and uneven width (see count_hairs)."""
     n = length.shape[0]
     out = np.ones(n, dtype=np.int32)
     elong = width[(width > 0) & (length >= BUNDLE_MIN_ELONGATION * width)]
-    if elong.shape[0] < BUNDLE_MIN_HAIRS:
-        return out
-    upper = elong[elong >= np.median(elong)]
-    typical = float(np.median(upper))
-    if typical <= 0:
-        return out
-    ratio = width / typical
-    out[ratio >= BUNDLE_RATIO_2] = 2
-    out[ratio >= BUNDLE_RATIO_3] = 3
+    typical = float(np.median(elong)) if elong.shape[0] >= BUNDLE_MIN_HAIRS else 0.0
+    if typical > 0:
+        ratio = width / typical
+        out[ratio >= BUNDLE_RATIO_2] = 2
+        out[ratio >= BUNDLE_RATIO_3] = 3
+    uneven = (width > 0) & (width_sd >= BUNDLE_UNEVEN_SD * width)
+    if um_per_px is not None:
+        w_um = width * um_per_px
+        out[(w_um >= BUNDLE_MIN_UM_2) & (out < 2)] = 2
+        out[w_um >= BUNDLE_MIN_UM_3] = 3
+        uneven &= w_um >= BUNDLE_UNEVEN_MIN_UM
+    elif typical > 0:
+        uneven &= width >= typical
+    else:
+        uneven[:] = False
+    out[uneven & (out < 2)] = 2
     return out

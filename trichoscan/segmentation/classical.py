@@ -119,6 +119,9 @@ class ClassicalParams:
     max_dark_overlap: float = 0.3
     max_red_shift: float = 0.08
     max_enclosed_share: float = 0.5
+    wide_reach: float = 1.0
+    max_hole_widths: float = 0.0
+    hole_depth_fraction: float = 0.4
 
 
 def segment_classical(
@@ -315,6 +318,7 @@ class _Channels:
             cv2.copyTo(bg_rgb, outside, rgb)
             planes = cv2.split(rgb)
         import os
+
         mode = os.environ.get("TS_DARK", "max")
         if mode == "max":
             dark = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
@@ -451,13 +455,95 @@ def _polarity_margin(
     core_depth = cv2.dilate(np.where(core, depth, 0.0).astype(np.float32), kernel)
     margin = depth - p.edge_fraction * core_depth
     cand = (margin > 0) & (core_depth > 0) & fld
+    if p.wide_reach > 1.0:
+        margin, cand = _reach_wide(cand, core, depth, margin, fld, radius, p)
 
     keep, length = _clean_components(cand, core, depth, ch, polarity, widths, p, dark_hair)
+    holes = _shaft_holes(keep, depth, widths, p)
     margin = np.where(keep, margin, -1.0).astype(np.float32)
+    if holes.any():
+        margin[holes] = np.maximum(margin[holes], 0.05)
+        keep = keep | holes
     # Let the upsampled edge fall between a kept pixel and its neighbour.
     ring = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~keep
     margin[ring] = np.minimum(depth - p.edge_fraction * core_depth, 0.0)[ring]
     return margin, length
+
+
+def _reach_wide(
+    cand: np.ndarray,
+    core: np.ndarray,
+    depth: np.ndarray,
+    margin: np.ndarray,
+    fld: np.ndarray,
+    radius: int,
+    p: ClassicalParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carry core depth into wide dark shafts that the half-width reach leaves hollow.
+
+    Two or three hairs of one unit lying side by side make one dark shaft up to ~3
+    widths across; the ridge filter finds its two edges, and within a half width of
+    them only a ring is hair. Pixels further out (up to ``wide_reach`` times the reach)
+    that are still at least ``edge_fraction`` of the nearby core depth join when they
+    are connected to the ring, so the interior is filled without growing thin hairs.
+    """
+    big = max(radius + 1, math.ceil(p.wide_reach * radius))
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * big + 1, 2 * big + 1))
+    wide_depth = cv2.dilate(np.where(core, depth, 0.0).astype(np.float32), kernel)
+    wide_margin = depth - p.edge_fraction * wide_depth
+    ext = (wide_margin > 0) & (wide_depth > 0) & fld & ~cand
+    if not ext.any():
+        return margin, cand
+    union = (cand | ext).astype(np.uint8)
+    n, labels = cv2.connectedComponents(union, connectivity=4)
+    touches = np.zeros(n, dtype=bool)
+    touches[np.unique(labels[cand])] = True
+    touches[0] = False
+    grow = ext & touches[labels]
+    margin = np.where(grow, wide_margin, margin)
+    return margin, cand | grow
+
+
+def _shaft_holes(
+    keep: np.ndarray, depth: np.ndarray, widths: tuple[float, float], p: ClassicalParams
+) -> np.ndarray:
+    """Enclosed gaps of kept hair that are themselves hair: the hollow of a wide shaft.
+
+    A unit of two or three hairs lying side by side is one dark shaft up to ~3 widths
+    across whose centre (highlights, the hairs' lighter axes) can fall below half the
+    depth of its dark edges, leaving a ring. A hole no larger than a few widths squared
+    whose mean depth reaches ``hole_depth_fraction`` of the depth of the hair around it
+    is filled; skin enclosed between crossing hairs is not deep enough.
+    """
+    inv = (~keep).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+    if n <= 2:
+        return np.zeros(keep.shape, dtype=bool)
+    h, w = keep.shape
+    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    bw, bh = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    area = stats[:, cv2.CC_STAT_AREA]
+    inner = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    cand = inner & (area <= (p.max_hole_widths * widths[1]) ** 2)
+    cand[0] = False
+    cand[labels[0, 0]] = False
+    if not cand.any():
+        return np.zeros(keep.shape, dtype=bool)
+    lab = np.where(cand[labels], labels, 0).astype(np.int32)
+    # The ring of hair around each hole: its pixels next to the hole.
+    grown = cv2.dilate(lab.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int64)
+    ring = keep & (grown > 0)
+    d64 = depth.astype(np.float64)
+    ring_depth = np.bincount(grown[ring], weights=d64[ring], minlength=n)
+    ring_n = np.bincount(grown[ring], minlength=n)
+    inside = lab > 0
+    hole_depth = np.bincount(lab[inside], weights=d64[inside], minlength=n)
+    ok = cand & (
+        hole_depth / np.maximum(area, 1)
+        >= p.hole_depth_fraction * ring_depth / np.maximum(ring_n, 1)
+    )
+    ok[0] = False
+    return ok[lab] & inside
 
 
 def _clean_components(
