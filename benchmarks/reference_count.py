@@ -556,10 +556,14 @@ def reference_count(mask, um_per_px=None) -> dict:
     units = [uid.setdefault(ufind(i), len(uid) + 1) for i in range(n)]
 
     # 9. bundles: the largest of (a) width against the typical width W (median width of
-    # the elongated hairs, when there are enough), (b) width in µm against the single-hair
-    # maximum (scale known), (c) 2 for a wide shaft whose width is uneven along it.
+    # the upper half of the elongated hairs, when there are enough), (b) width in µm
+    # against the single-hair maximum (scale known), (c) 2 for a wide shaft whose width is
+    # uneven along it.
     el = [hh["width"] for hh in hairs if hh["width"] > 0 and hh["length"] >= B_ELONG * hh["width"]]
-    typ = _median(el) if len(el) >= B_MIN_HAIRS else 0.0
+    typ = 0.0
+    if len(el) >= B_MIN_HAIRS:
+        med = _median(el)
+        typ = _median([v for v in el if v >= med])
     bundles = []
     for hh in hairs:
         w = hh["width"]
