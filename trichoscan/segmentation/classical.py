@@ -3,8 +3,9 @@
 The honest baseline the U-Net must beat. Steps, on a working copy of the photo resampled
 so that the thinnest expected hair is still about 2.5 px wide:
 
-1. **Channels.** Dark hairs are found in ``max(R, G, B)``: a hair shaft is dark in every
-   channel, while a vessel keeps its red channel bright and so barely shows there.
+1. **Channels.** Dark hairs are found in ``max(R, G)``: a hair shaft is dark in red and
+   green, while a vessel keeps its red channel bright and so barely shows there (blue is
+   left out: on white-balanced dark skin a black shaft is hardly darker in blue).
    ``polarity="light"`` looks for hairs brighter than the skin in the channels' mean.
    ``polarity="auto"`` adds a *colour* pass: the RGB distance to the local skin colour,
    which shows grey and white hairs whole (a rendered or real grey shaft is darker than
@@ -22,9 +23,11 @@ so that the thinnest expected hair is still about 2.5 px wide:
    the core's depth (the half-maximum of a blurred bar lies on its true edge), so the
    mask's width is unbiased instead of depending on the filter scale.
 6. **Cleanup.** Components that are not elongated (dots, follicle openings, flakes), too
-   short, or redder than hair (vessels) are dropped; small holes (specular glints on a
-   shaft) are filled. The continuous edge margin is upsampled, not the binary mask, so
-   widths stay unbiased at full resolution.
+   short (in µm with a known scale, and in their own widths), lying along the field's
+   edge (vignette rim), or redder than hair (vessels; yellow blond shafts excepted) are
+   dropped; small holes (specular glints on a shaft) and deep enclosed gaps (the lighter
+   middle of a wide multi-hair shaft) are filled. The continuous edge margin is
+   upsampled, not the binary mask, so widths stay unbiased at full resolution.
 """
 
 from __future__ import annotations
@@ -97,9 +100,29 @@ class ClassicalParams:
     max_dark_overlap
         Colour-pass components lying on dark hairs for more than this share of their area
         are those dark hairs again and are dropped.
-    max_red_shift
-        Colour-pass components whose red rises above green by more than this (against the
-        skin) are vessels.
+    max_red_shift, min_yellow
+        Colour-pass components whose red rises above green by more than ``max_red_shift``
+        (against the skin) are vessels, unless their blue falls below green by at least
+        ``min_yellow`` (yellow: blond hair; a vessel is red to magenta, never yellow).
+    red_green_dark
+        The dark channel is ``max(R, G)`` rather than ``max(R, G, B)``: after white
+        balance on dark skin (little blue) a black shaft is barely darker than the skin in
+        blue, so requiring it to be dark in every channel loses it. Vessels stay out
+        (bright red; see ``max_red_ratio``).
+    min_length_um, min_own_widths
+        With a known scale, components shorter than ``min_length_um`` (half the shortest
+        clipped stub, 200 µm, so that hairs cut short by the field's edge stay) are
+        dropped; any component shorter than ``min_own_widths`` of its own widths is a
+        fleck, dot or opening, not a hair.
+    max_edge_share, edge_band_widths
+        With a known scale, components with more than ``max_edge_share`` of their area
+        within ``edge_band_widths`` maximum hair widths of the field's outer edge, and
+        reaching no further than twice that into the field, are the dark rim of a
+        vignetted field.
+    max_hole_widths, hole_depth_fraction
+        Holes in the kept hair up to ``(max_hole_widths × max width)²`` whose mean depth
+        is at least ``hole_depth_fraction`` of the surrounding hair's are filled: the
+        lighter middle of a wide shaft of two or three hairs lying side by side.
     """
 
     min_width_work_px: float = 2.5
@@ -118,9 +141,14 @@ class ClassicalParams:
     auto_second: str = "colour"
     max_dark_overlap: float = 0.3
     max_red_shift: float = 0.08
+    min_yellow: float = 0.04
     max_enclosed_share: float = 0.5
-    wide_reach: float = 1.0
-    max_hole_widths: float = 0.0
+    red_green_dark: bool = True
+    min_length_um: float = 100.0
+    min_own_widths: float = 3.0
+    max_edge_share: float = 0.5
+    edge_band_widths: float = 0.5
+    max_hole_widths: float = 3.0
     hole_depth_fraction: float = 0.4
 
 
@@ -181,12 +209,16 @@ def segment_classical(
     work_widths = (widths[0] * factor, widths[1] * factor)
     small, fld_s = _resample(img, fld, factor)
 
-    chans = _Channels.build(small, fld_s, work_widths[1])
+    chans = _Channels.build(small, fld_s, work_widths[1], p.red_green_dark)
     pols = ("dark", p.auto_second) if polarity == "auto" else (polarity,)
     margins: dict[str, tuple[np.ndarray, float]] = {}
     dark_hair = None
+    # Shortest kept component (working px): a hair stub is >= ~200 µm long.
+    min_length = 0.0 if um_per_px is None else p.min_length_um / float(um_per_px) * factor
     for pol in pols:
-        margins[pol] = _polarity_margin(chans, fld_s, work_widths, pol, p, dark_hair)
+        margins[pol] = _polarity_margin(
+            chans, fld_s, work_widths, pol, p, dark_hair, min_length=min_length
+        )
         if pol == "dark":
             dark_hair = margins[pol][0] > 0
     if polarity == "auto":
@@ -296,10 +328,16 @@ class _Channels:
     bg_light: np.ndarray
     colour: np.ndarray
     bg_colour: np.ndarray
+    edge_dist: np.ndarray | None = None  # distance to the field's edge (partial field)
 
     @classmethod
-    def build(cls, rgb: np.ndarray, fld: np.ndarray, max_width: float) -> _Channels:
-        """Fill outside the field with the skin level, then compute the skin levels."""
+    def build(
+        cls, rgb: np.ndarray, fld: np.ndarray, max_width: float, red_green_dark: bool = False
+    ) -> _Channels:
+        """Fill outside the field with the skin level, then compute the skin levels.
+
+        ``red_green_dark``: the dark channel is ``max(R, G)`` instead of ``max(R, G, B)``.
+        """
         partial = not fld.all()
         outside = (~fld).astype(np.uint8)
         if partial:
@@ -317,15 +355,9 @@ class _Channels:
             # Outside the field, continue the skin level so no edge shows at its border.
             cv2.copyTo(bg_rgb, outside, rgb)
             planes = cv2.split(rgb)
-        import os
-
-        mode = os.environ.get("TS_DARK", "max")
-        if mode == "max":
-            dark = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
-        elif mode == "rg":
-            dark = cv2.max(planes[0], planes[1])
-        elif mode == "mix":
-            dark = cv2.max(cv2.max(planes[0], planes[1]), 0.5 * (planes[2] + planes[1]))
+        dark = cv2.max(planes[0], planes[1])
+        if not red_green_dark:
+            dark = cv2.max(dark, planes[2])
         light = (planes[0] + planes[1] + planes[2]) * np.float32(1.0 / 3.0)
         diff = rgb - bg_rgb
         colour = cv2.sqrt((diff * diff).sum(axis=2, dtype=np.float32))
@@ -339,7 +371,25 @@ class _Channels:
             bg_light=_skin_level(light, window, _LIGHT_SKIN_QUANTILE),
             colour=colour,
             bg_colour=_skin_level(colour, window, 0.5),
+            edge_dist=_edge_distance(fld) if partial else None,
         )
+
+
+def _edge_distance(fld: np.ndarray) -> np.ndarray:
+    """Distance (px) of each pixel to the field's outer edge (image border not).
+
+    Holes in the field (overlays inside it, or a wide dark shaft that field detection
+    took for a dark region) do not count: only the rim of a vignetted or barred field.
+    """
+    outside = (~fld).astype(np.uint8)
+    n, labels = cv2.connectedComponents(outside, connectivity=8)
+    rim = np.zeros(n, dtype=bool)
+    for border in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        rim[np.unique(border)] = True
+    rim[0] = False
+    inside = (~rim[labels]).astype(np.uint8)
+    padded = cv2.copyMakeBorder(inside, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
 
 
 # --------------------------------------------------------------------------- ridge filter
@@ -428,6 +478,8 @@ def _polarity_margin(
     polarity: str,
     p: ClassicalParams,
     dark_hair: np.ndarray | None = None,
+    *,
+    min_length: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """Edge margin (> 0 inside hair) of one pass and its contrast-weighted length.
 
@@ -455,10 +507,10 @@ def _polarity_margin(
     core_depth = cv2.dilate(np.where(core, depth, 0.0).astype(np.float32), kernel)
     margin = depth - p.edge_fraction * core_depth
     cand = (margin > 0) & (core_depth > 0) & fld
-    if p.wide_reach > 1.0:
-        margin, cand = _reach_wide(cand, core, depth, margin, fld, radius, p)
 
-    keep, length = _clean_components(cand, core, depth, ch, polarity, widths, p, dark_hair)
+    keep, length = _clean_components(
+        cand, core, depth, ch, polarity, widths, p, dark_hair, min_length=min_length
+    )
     holes = _shaft_holes(keep, depth, widths, p)
     margin = np.where(keep, margin, -1.0).astype(np.float32)
     if holes.any():
@@ -468,40 +520,6 @@ def _polarity_margin(
     ring = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~keep
     margin[ring] = np.minimum(depth - p.edge_fraction * core_depth, 0.0)[ring]
     return margin, length
-
-
-def _reach_wide(
-    cand: np.ndarray,
-    core: np.ndarray,
-    depth: np.ndarray,
-    margin: np.ndarray,
-    fld: np.ndarray,
-    radius: int,
-    p: ClassicalParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Carry core depth into wide dark shafts that the half-width reach leaves hollow.
-
-    Two or three hairs of one unit lying side by side make one dark shaft up to ~3
-    widths across; the ridge filter finds its two edges, and within a half width of
-    them only a ring is hair. Pixels further out (up to ``wide_reach`` times the reach)
-    that are still at least ``edge_fraction`` of the nearby core depth join when they
-    are connected to the ring, so the interior is filled without growing thin hairs.
-    """
-    big = max(radius + 1, math.ceil(p.wide_reach * radius))
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * big + 1, 2 * big + 1))
-    wide_depth = cv2.dilate(np.where(core, depth, 0.0).astype(np.float32), kernel)
-    wide_margin = depth - p.edge_fraction * wide_depth
-    ext = (wide_margin > 0) & (wide_depth > 0) & fld & ~cand
-    if not ext.any():
-        return margin, cand
-    union = (cand | ext).astype(np.uint8)
-    n, labels = cv2.connectedComponents(union, connectivity=4)
-    touches = np.zeros(n, dtype=bool)
-    touches[np.unique(labels[cand])] = True
-    touches[0] = False
-    grow = ext & touches[labels]
-    margin = np.where(grow, wide_margin, margin)
-    return margin, cand | grow
 
 
 def _shaft_holes(
@@ -555,6 +573,8 @@ def _clean_components(
     widths: tuple[float, float],
     p: ClassicalParams,
     dark_hair: np.ndarray | None = None,
+    *,
+    min_length: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """Keep elongated, smooth, long enough, hair-coloured components that contain a core.
 
@@ -565,7 +585,20 @@ def _clean_components(
         return np.zeros(cand.shape, dtype=bool), 0.0
     shape = _component_shape(cand, labels, n)
     has_core = np.bincount(labels[core], minlength=n)[1:] > 0
-    ok = has_core & (shape.length >= p.min_length_widths * widths[0])
+    ok = has_core & (shape.length >= max(p.min_length_widths * widths[0], min_length))
+    # A hair is several of its own widths long; shorter bits are flecks and dots.
+    ok &= shape.length >= p.min_own_widths * shape.width
+    if ch.edge_dist is not None and min_length > 0 and p.max_edge_share < 1.0:
+        # The dark falloff at a vignetted field's rim is not a hair lying along it (only
+        # with a known scale: without one the band would be as wide as a small photo).
+        # A hair cut by the edge runs into the field; the rim stays within the band.
+        band = max(2.0, p.edge_band_widths * widths[1])
+        dist = ch.edge_dist[cand]
+        lab = labels[cand]
+        share = np.bincount(lab[dist < band], minlength=n)[1:] / np.maximum(shape.area, 1.0)
+        reach = np.zeros(n, dtype=np.float32)
+        np.maximum.at(reach, lab, dist)
+        ok &= (share <= p.max_edge_share) | (reach[1:] >= 2.0 * band)
     # Straight or gently curved hairs are elongated by their second moments; an X of two
     # crossing hairs is not, but it is long for its width and has smooth edges, unlike
     # a ragged flake.
@@ -582,7 +615,10 @@ def _clean_components(
             on_dark = np.bincount(labels[dark_hair], minlength=n)[1:]
             ok &= on_dark <= p.max_dark_overlap * shape.area
     if polarity == "colour":
-        ok &= _red_shift(labels, n, ch) <= p.max_red_shift
+        red_shift, yellow = _red_shift(labels, n, ch)
+        # A vessel is red or magenta; a blond shaft loses red less than green too, but
+        # blue most of all (yellow), which a vessel never does.
+        ok &= (red_shift <= p.max_red_shift) | (yellow >= p.min_yellow)
     keep_lab = np.concatenate([[False], ok])
     log.debug("%s: %d candidate components, %d kept", polarity, n - 1, int(np.count_nonzero(ok)))
     # Score: length weighted by mean depth, so faint ragged flakes weigh little.
@@ -668,14 +704,19 @@ def _enclosed_share(labels: np.ndarray, n: int, other: np.ndarray) -> np.ndarray
     return on_other / np.maximum(total, 1)
 
 
-def _red_shift(labels: np.ndarray, n: int, ch: _Channels) -> np.ndarray:
-    """Per component: mean of (ΔR − ΔG) against the skin; large for red vessels."""
+def _red_shift(labels: np.ndarray, n: int, ch: _Channels) -> tuple[np.ndarray, np.ndarray]:
+    """Per component: mean (ΔR − ΔG) and mean (ΔG − ΔB) against the skin.
+
+    The first is large for red vessels (and blond hair), the second for yellow (blond)
+    hair only.
+    """
     ys, xs = np.nonzero(labels)
     lab = labels[ys, xs]
-    rgb, bg = ch.rgb[ys, xs], ch.bg_rgb[ys, xs]
-    diff = (rgb[:, 0] - bg[:, 0] - (rgb[:, 1] - bg[:, 1])).astype(np.float64)
-    total = np.bincount(lab, weights=diff, minlength=n)[1:]
-    return total / np.maximum(np.bincount(lab, minlength=n)[1:], 1)
+    d = (ch.rgb[ys, xs] - ch.bg_rgb[ys, xs]).astype(np.float64)
+    count = np.maximum(np.bincount(lab, minlength=n)[1:], 1)
+    red = np.bincount(lab, weights=d[:, 0] - d[:, 1], minlength=n)[1:] / count
+    yellow = np.bincount(lab, weights=d[:, 1] - d[:, 2], minlength=n)[1:] / count
+    return red, yellow
 
 
 def _hair_coloured(labels: np.ndarray, n: int, ch: _Channels, p: ClassicalParams) -> np.ndarray:
