@@ -259,6 +259,23 @@ def _text_boxes(strokes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _fill_interior_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every hole not connected to the image border filled.
+
+    Vignetting darkens the periphery; a dark region enclosed by the lit field is a wide
+    hair bundle or a dark lesion, never unlit, and must stay in the field.
+    """
+    outside = (~mask).astype(np.uint8)
+    n, labels = cv2.connectedComponents(outside, connectivity=4)
+    if n <= 1:
+        return mask
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    touching = np.zeros(n, dtype=bool)
+    touching[edge] = True
+    touching[0] = False
+    return ~touching[labels]
+
+
 def _lit_field(gray: np.ndarray) -> np.ndarray:
     """Mask of the illuminated field (excludes dark vignette corners)."""
     h, w = gray.shape
@@ -280,6 +297,7 @@ def _lit_field(gray: np.ndarray) -> np.ndarray:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
     if n > 2:
         lit = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    lit = _fill_interior_holes(lit.astype(bool)).astype(np.uint8)
     if lit.all():
         return np.ones((h, w), bool)
     # Smooth boundary at full resolution: threshold the upsampled brightness, within the
@@ -287,7 +305,7 @@ def _lit_field(gray: np.ndarray) -> np.ndarray:
     full = cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR) > VIGNETTE_FRACTION * ref
     grown = cv2.dilate(lit, np.ones((3, 3), np.uint8))
     region = cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST)
-    return full & region.astype(bool)
+    return _fill_interior_holes(full & region.astype(bool))
 
 
 def find_field(rgb: np.ndarray, *, erode_px: int = FIELD_ERODE_PX) -> np.ndarray:
@@ -330,7 +348,8 @@ def _background(small: np.ndarray, field_small: np.ndarray) -> np.ndarray:
     fill = np.median(small[field_small], axis=0).astype(np.float32)  # (3,)
     work = np.where(field_small[:, :, None], small, fill).astype(np.float32)
     # Closing (max then min) wider than any hair removes dark hairs; a median then removes
-    # light hairs and specks. Both at ~1/14 of the image side, well above a hair's width.
+    # light hairs and specks. Both at ~1/8 of the image side: wider than a bundle of two or
+    # three hairs lying side by side (up to ~360 µm), which a narrower closing would lighten.
     k = max(3, (min(work.shape[:2]) // 14) | 1)
     se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     closed = cv2.morphologyEx(work, cv2.MORPH_CLOSE, se)
