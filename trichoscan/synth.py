@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -526,6 +527,44 @@ def _draw_colour(rng: np.random.Generator, dominant: str, grey_frac: float) -> s
 # --------------------------------------------------------------------------- raster
 
 
+def _segment_boxes(
+    poly: np.ndarray, radius_fn: Any, pad: float, x_lo: int, x_hi: int, y_lo: int, y_hi: int
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per segment of a polyline, its distance field on the segment's padded box.
+
+    Yields ``(x0, y0, d, perp, s, r)``: the box origin (clipped to ``[x_lo, x_hi) x
+    [y_lo, y_hi)``), the distance to the segment, the signed perpendicular offset, the arc
+    length from the polyline's first point and the local radius, each (box h, box w)
+    float32. Ends are flat caps: pixels beyond the first or last point get ``inf``.
+    """
+    seg = np.diff(poly, axis=0)
+    seg_len = np.hypot(seg[:, 0], seg[:, 1])
+    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
+    n_seg = len(seg)
+    for i in range(n_seg):
+        a = poly[i]
+        b = poly[i + 1]
+        sx0 = max(int(math.floor(min(a[0], b[0]) - pad)), x_lo)
+        sx1 = min(int(math.ceil(max(a[0], b[0]) + pad)) + 1, x_hi)
+        sy0 = max(int(math.floor(min(a[1], b[1]) - pad)), y_lo)
+        sy1 = min(int(math.ceil(max(a[1], b[1]) + pad)) + 1, y_hi)
+        if sx1 <= sx0 or sy1 <= sy0 or seg_len[i] <= 0:
+            continue
+        xs = np.arange(sx0, sx1, dtype=np.float32)[None, :] - np.float32(a[0])
+        ys = np.arange(sy0, sy1, dtype=np.float32)[:, None] - np.float32(a[1])
+        dx, dy = np.float32(seg[i, 0] / seg_len[i]), np.float32(seg[i, 1] / seg_len[i])
+        t = xs * dx + ys * dy  # along-segment coordinate (px)
+        perp = xs * (-dy) + ys * dx
+        tc = np.clip(t, 0.0, np.float32(seg_len[i]))
+        d = np.sqrt(np.square(t - tc) + np.square(perp))
+        if i == 0:
+            d = np.where(t < 0, np.inf, d)
+        if i == n_seg - 1:
+            d = np.where(t > seg_len[i], np.inf, d)
+        s = np.float32(cum[i]) + tc
+        yield sx0, sy0, d, perp, s, radius_fn(s).astype(np.float32)
+
+
 def _segment_fields(
     poly: np.ndarray,
     radius_fn: Any,
@@ -548,32 +587,8 @@ def _segment_fields(
     uu = np.zeros((bh, bw), np.float32)
     rad = np.zeros((bh, bw), np.float32)
     ss = np.zeros((bh, bw), np.float32)
-    seg = np.diff(poly, axis=0)
-    seg_len = np.hypot(seg[:, 0], seg[:, 1])
-    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
-    n_seg = len(seg)
-    for i in range(n_seg):
-        a = poly[i]
-        b = poly[i + 1]
-        sx0 = max(int(math.floor(min(a[0], b[0]) - pad)), x0)
-        sx1 = min(int(math.ceil(max(a[0], b[0]) + pad)) + 1, x0 + bw)
-        sy0 = max(int(math.floor(min(a[1], b[1]) - pad)), y0)
-        sy1 = min(int(math.ceil(max(a[1], b[1]) + pad)) + 1, y0 + bh)
-        if sx1 <= sx0 or sy1 <= sy0 or seg_len[i] <= 0:
-            continue
-        xs = np.arange(sx0, sx1, dtype=np.float32)[None, :] - np.float32(a[0])
-        ys = np.arange(sy0, sy1, dtype=np.float32)[:, None] - np.float32(a[1])
-        dx, dy = np.float32(seg[i, 0] / seg_len[i]), np.float32(seg[i, 1] / seg_len[i])
-        t = xs * dx + ys * dy  # along-segment coordinate (px)
-        perp = xs * (-dy) + ys * dx
-        tc = np.clip(t, 0.0, np.float32(seg_len[i]))
-        d = np.sqrt(np.square(t - tc) + np.square(perp))
-        if i == 0:
-            d = np.where(t < 0, np.inf, d)
-        if i == n_seg - 1:
-            d = np.where(t > seg_len[i], np.inf, d)
-        s = np.float32(cum[i]) + tc
-        r = radius_fn(s).astype(np.float32)
+    for sx0, sy0, d, perp, s, r in _segment_boxes(poly, radius_fn, pad, x0, x0 + bw, y0, y0 + bh):
+        sy1, sx1 = sy0 + d.shape[0], sx0 + d.shape[1]
         e = d - r
         sl = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
         better = e < edge[sl]
@@ -599,33 +614,8 @@ def _polyline_pixels(
     tuple of (n,) arrays
         ``gy, gx`` (int pixel coordinates), ``edge``, ``dist``, ``u``, ``rad``, ``s``.
     """
-    seg = np.diff(poly, axis=0)
-    seg_len = np.hypot(seg[:, 0], seg[:, 1])
-    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
-    n_seg = len(seg)
     parts: list[tuple[np.ndarray, ...]] = []
-    for i in range(n_seg):
-        a = poly[i]
-        b = poly[i + 1]
-        sx0 = max(int(math.floor(min(a[0], b[0]) - pad)), 0)
-        sx1 = min(int(math.ceil(max(a[0], b[0]) + pad)) + 1, w)
-        sy0 = max(int(math.floor(min(a[1], b[1]) - pad)), 0)
-        sy1 = min(int(math.ceil(max(a[1], b[1]) + pad)) + 1, h)
-        if sx1 <= sx0 or sy1 <= sy0 or seg_len[i] <= 0:
-            continue
-        xs = np.arange(sx0, sx1, dtype=np.float32)[None, :] - np.float32(a[0])
-        ys = np.arange(sy0, sy1, dtype=np.float32)[:, None] - np.float32(a[1])
-        dx, dy = np.float32(seg[i, 0] / seg_len[i]), np.float32(seg[i, 1] / seg_len[i])
-        t = xs * dx + ys * dy
-        perp = xs * (-dy) + ys * dx
-        tc = np.clip(t, 0.0, np.float32(seg_len[i]))
-        d = np.sqrt(np.square(t - tc) + np.square(perp))
-        if i == 0:
-            d = np.where(t < 0, np.inf, d)
-        if i == n_seg - 1:
-            d = np.where(t > seg_len[i], np.inf, d)
-        sa = np.float32(cum[i]) + tc
-        r = radius_fn(sa).astype(np.float32)
+    for sx0, sy0, d, perp, sa, r in _segment_boxes(poly, radius_fn, pad, 0, w, 0, h):
         e = d - r
         iy, ix = np.nonzero(e <= 0.5)
         if iy.size == 0:
