@@ -133,6 +133,27 @@ def import_time(repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+def analyze_process_time(repeat: int = 3) -> float:
+    """Median wall time of a fresh ``trichoscan analyze`` process on one 1280x1024 render."""
+    import tempfile
+
+    from trichoscan import synth
+
+    with tempfile.TemporaryDirectory() as tmp:
+        render = synth.render(7, synth.SynthConfig(height=1024, width=1280, um_per_px=(3.0, 3.0)))
+        photo = Path(tmp) / "photo.png"
+        cv2.imwrite(str(photo), cv2.cvtColor(render.image, cv2.COLOR_RGB2BGR))
+        command = [sys.executable, "-m", "trichoscan", "analyze", str(photo), "--um-per-px", "3"]
+        times = []
+        for i in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run(
+                [*command, "--out", str(Path(tmp) / f"out{i}")], check=True, capture_output=True
+            )
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -202,7 +223,10 @@ def main() -> None:
         " too slow for the full masks (brute-force nearest-pixel search)"
     )
     print(f"cold `python -c 'import trichoscan'`: {1e3 * import_time():.0f} ms")
-    print("cold `trichoscan analyze` process: (filled in by the pipeline benchmark)")
+    print(
+        "cold `trichoscan analyze` process, one 1280x1024 photo (all stages, JSON, overlay, "
+        f"report): {analyze_process_time():.2f} s"
+    )
     for kind in ("dense", "sparse"):
         vals = [v for k, v in per_mp.items() if k.startswith(kind)]
         if len(vals) > 1:
