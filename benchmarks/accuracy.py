@@ -264,6 +264,30 @@ def print_fdu_table(records: list[dict], segmenter: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- real patches
+def run_patches(segmenter: str) -> list[tuple[float, float]] | None:
+    """Dice and clDice of ``trichoscan.segment`` on the 80 hand-traced real scalp patches."""
+    from trichoscan.segmentation.scoring import cldice, dice
+
+    root = SHARED_DATA / "scalp_patches"
+    if not root.is_dir():
+        return None
+    scores = []
+    for image_path in sorted((root / "images").glob("*.jpg")):
+        truth = cv2.imread(str(root / "masks" / image_path.name), cv2.IMREAD_GRAYSCALE) < 128
+        pred = trichoscan.segment(str(image_path), segmenter=segmenter)
+        scores.append((dice(pred, truth), cldice(pred, truth)))
+    return scores
+
+
+def print_patch_table(scores: list[tuple[float, float]], segmenter: str) -> None:
+    d, c = np.array(scores).T
+    print_table(
+        ["segmenter", "patches", "Dice (mean)", "clDice (mean)"],
+        [[segmenter, str(len(scores)), fmt(float(d.mean()), ".3f"), fmt(float(c.mean()), ".3f")]],
+    )
+
+
 # --------------------------------------------------------------------------- realism
 #: Renders restricted to what the FDU photos show: shaved scalp, light skin, dark hair, a
 #: 2x-upsampled capture, no vignette.
@@ -342,6 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     if fdu is not None:
         print("## FDU val (real 70x photos, count_rule='inside', device fdu-70x-quadrant)\n")
         print_fdu_table(fdu, args.segmenter)
+        patches = run_patches(args.segmenter)
+        if patches:
+            print("\n## Real scalp patches (80 hand-traced masks, scale unknown)\n")
+            print_patch_table(patches, args.segmenter)
         print("\n## Realism: renders vs FDU val\n")
         print_realism(args.realism_n)
     if args.json:
