@@ -44,15 +44,15 @@ def test_analyze_writes_json_overlay_csv_and_report(photo_dir, tmp_path):
     assert result.exit_code == EXIT_OK, result.output
     jsons = sorted(out.rglob("*.json"))
     assert [p.relative_to(out).as_posix() for p in jsons] == [
-        "2026-01-01/a.json",
-        "2026-01-02/a.json",
+        "P1/vertex/2026-01-01/a.json",
+        "P1/vertex/2026-01-02/a.json",
     ]
     data = json.loads(jsons[0].read_text())
     assert data["schema_version"] == "1.0"
     assert data["calibration"]["um_per_px"] == 5.0
     assert data["metrics"]["density_per_cm2"] is not None
     assert len(list(out.rglob("*_overlay.png"))) == 2
-    overlay = cv2.imread(str(out / "2026-01-01" / "a_overlay.png"))
+    overlay = cv2.imread(str(out / "P1" / "vertex" / "2026-01-01" / "a_overlay.png"))
     assert overlay.shape == (256, 320, 3)
     with open(out / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

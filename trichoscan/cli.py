@@ -72,12 +72,16 @@ def collect_images(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]
     return sorted(dict.fromkeys(found)), missing
 
 
-def _output_stems(images: list[Path]) -> dict[Path, Path]:
-    """Relative output path (without suffix) per photo, mirroring the input folders."""
+def _output_stems(images: list[Path], inputs: list[Path]) -> dict[Path, Path]:
+    """Relative output path (without suffix) per photo, mirroring the input folders.
+
+    Paths are relative to the folders given (or the folders of the files given), so
+    ``analyze sample_images`` writes ``P001/vertex/2026-03-02/photo_1.json``.
+    """
     if not images:
         return {}
-    parents = [p.resolve().parent for p in images]
-    base = Path(os.path.commonpath([str(p) for p in parents]))
+    roots = [p.resolve() if p.is_dir() else p.resolve().parent for p in inputs if p.exists()]
+    base = Path(os.path.commonpath([str(p) for p in roots]))
     return {p: p.resolve().relative_to(base).with_suffix("") for p in images}
 
 
@@ -117,7 +121,7 @@ def analyze(
         raise _fail(str(exc)) from None
 
     images, missing = _collect_or_fail(paths)
-    stems = _output_stems(images)
+    stems = _output_stems(images, paths)
     rows: list[dict] = []
     errors: list[dict[str, str]] = [{"source": str(p), "error": why} for p, why in missing]
     overlays: dict[str, bytes] = {}
