@@ -30,6 +30,9 @@ from .errors import InputError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "VELLUS_MAX_UM",
+    "TERMINAL_MIN_UM",
+    "TRICHOSCAN_CUT_UM",
     "COUNT_RULES",
     "WidthCutoffs",
     "SegmenterInfo",
@@ -46,6 +49,11 @@ COUNT_RULES = ("exit", "inside", "visible")
 CountRule = Literal["exit", "inside", "visible"]
 HairClass = Literal["vellus", "intermediate", "terminal"]
 
+#: Default hair-width class cut-offs (µm); the renderer derives its true classes from these.
+VELLUS_MAX_UM = 30.0
+TERMINAL_MIN_UM = 60.0
+TRICHOSCAN_CUT_UM = 40.0
+
 #: Width histogram bin edges in µm (10 µm bins up to 150 µm).
 WIDTH_BINS_UM = np.arange(0.0, 160.0, 10.0)
 
@@ -58,9 +66,9 @@ class WidthCutoffs:
     reports a single cut at ``trichoscan_cut_um`` (thin < cut <= thick).
     """
 
-    vellus_max_um: float = 30.0
-    terminal_min_um: float = 60.0
-    trichoscan_cut_um: float = 40.0
+    vellus_max_um: float = VELLUS_MAX_UM
+    terminal_min_um: float = TERMINAL_MIN_UM
+    trichoscan_cut_um: float = TRICHOSCAN_CUT_UM
 
     def __post_init__(self) -> None:
         if not (0 < self.vellus_max_um <= self.terminal_min_um):

@@ -48,6 +48,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+# The true class of a rendered hair uses the metrics' own cut-offs (re-exported here).
+from .metrics import TERMINAL_MIN_UM, VELLUS_MAX_UM
+
 __all__ = [
     "RENDERER_VERSION",
     "VELLUS_MAX_UM",
@@ -68,9 +71,6 @@ logger = logging.getLogger(__name__)
 
 RENDERER_VERSION = "1.0.0"
 
-# Class cut-offs on the true shaft width (µm); metrics use the same numbers.
-VELLUS_MAX_UM = 30.0
-TERMINAL_MIN_UM = 60.0
 
 # Linear-ish RGB in [0, 1] of the hair shaft (before shading).
 HAIR_COLOURS: dict[str, tuple[float, float, float]] = {
