@@ -57,7 +57,7 @@ class PipelineConfig:
     cutoffs: WidthCutoffs = field(default_factory=WidthCutoffs)
     read_scale_from_photo: bool = True
     model_dir: Path | None = None
-    min_hair_length_widths: float = 2.0
+    min_hair_length_widths: float = 3.0
     min_hair_length_um: float = 80.0
 
     def __post_init__(self) -> None:
