@@ -88,28 +88,28 @@ def peer_chain(mask: np.ndarray):
     return summarize(Skeleton(skel * edt), separator="_")
 
 
+def median_time(run, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``run()``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def time_peer(mask: np.ndarray, repeat: int) -> float | None:
     try:
         import skan  # noqa: F401
     except ImportError:
         return None
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        peer_chain(mask)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_time(lambda: peer_chain(mask), repeat)
 
 
 def time_skimage_skeleton(mask: np.ndarray, repeat: int) -> float:
     from skimage.morphology import skeletonize
 
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        skeletonize(mask)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_time(lambda: skeletonize(mask), repeat)
 
 
 def time_reference(mask: np.ndarray) -> float:

@@ -35,6 +35,23 @@ RAY_FINE = 4
 NB8 = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 
+def union_find(n):
+    """``find`` and ``union`` over 0..n-1; a union keeps the smaller root."""
+    par = list(range(n))
+
+    def find(i):
+        while par[i] != i:
+            i = par[i]
+        return i
+
+    def union(i, j):
+        a, z = find(i), find(j)
+        if a != z:
+            par[max(a, z)] = min(a, z)
+
+    return find, union
+
+
 def reference_count(mask, um_per_px=None) -> dict:
     """Count hairs in ``mask`` the slow, obvious way (``um_per_px``: scale, for bundles).
 
@@ -159,17 +176,7 @@ def reference_count(mask, um_per_px=None) -> dict:
         for e in (0, 1):
             if endc[b][e] >= 0:
                 ends0.setdefault(endc[b][e], []).append((b, e))
-    par = list(range(nc))
-
-    def find(i):
-        while par[i] != i:
-            i = par[i]
-        return i
-
-    def union(i, j):
-        a, z = find(i), find(j)
-        if a != z:
-            par[max(a, z)] = min(a, z)
+    find, union = union_find(nc)
 
     absorbed = [False] * nb
     for b in range(nb):
@@ -517,17 +524,7 @@ def reference_count(mask, um_per_px=None) -> dict:
             hh["sd"] = 0.0
 
     # 8. units
-    upar = list(range(n))
-
-    def ufind(i):
-        while upar[i] != i:
-            i = upar[i]
-        return i
-
-    def uunion(i, j):
-        a, z = ufind(i), ufind(j)
-        if a != z:
-            upar[max(a, z)] = min(a, z)
+    ufind, uunion = union_find(n)
 
     first_of = {}
     for i, hh in enumerate(hairs):

@@ -37,12 +37,18 @@ def _table(
             labels, [np.rint(pl).astype(np.int32)], False, i + 1, max(1, round(w)), cv2.LINE_8
         )
         paths.append(pl[::-1].copy() if reverse[i] else pl)
-    f = np.asarray(widths, dtype=np.float64)
-    lengths = np.array([np.hypot(*np.diff(p, axis=0).T).sum() for p in paths])
+    return _table_from_paths(paths, widths, unit_ids, labels)
+
+
+def _table_from_paths(
+    paths: list[np.ndarray], widths: list[float], unit_ids: list[int], labels: np.ndarray
+) -> HairTable:
+    """A HairTable of hairs with these centre lines (end a = first point), exit unknown."""
+    n = len(paths)
     return HairTable(
         hair_id=np.arange(1, n + 1, dtype=np.int32),
-        length_px=lengths,
-        width_px=f,
+        length_px=np.array([np.hypot(*np.diff(p, axis=0).T).sum() for p in paths]),
+        width_px=np.asarray(widths, dtype=np.float64),
         width_sd_px=np.zeros(n),
         end_a_xy=np.array([p[0] for p in paths]).reshape(n, 2),
         end_b_xy=np.array([p[-1] for p in paths]).reshape(n, 2),
@@ -225,21 +231,7 @@ def _truth_table(render, rng: np.random.Generator) -> tuple[HairTable, np.ndarra
         widths.append(max(t.width_px, 1.0))
         units.append(t.unit_id)
         want.append("b" if rev else "a")
-    m = len(paths)
-    table = HairTable(
-        hair_id=np.arange(1, m + 1, dtype=np.int32),
-        length_px=np.array([np.hypot(*np.diff(p, axis=0).T).sum() for p in paths]),
-        width_px=np.array(widths, dtype=np.float64),
-        width_sd_px=np.zeros(m),
-        end_a_xy=np.array([p[0] for p in paths]).reshape(m, 2),
-        end_b_xy=np.array([p[-1] for p in paths]).reshape(m, 2),
-        exit_end=np.full(m, "?", dtype="<U1"),
-        unit_id=np.array(units, dtype=np.int32),
-        bundle_size=np.ones(m, dtype=np.int32),
-        labels=labels,
-        paths=tuple(paths),
-    )
-    return table, np.array(want, dtype="<U1")
+    return _table_from_paths(paths, widths, units, labels), np.array(want, dtype="<U1")
 
 
 def test_exit_accuracy_on_renders() -> None:
