@@ -135,11 +135,13 @@ def analyze(
     with typer.progressbar(images, label="analysing", file=sys.stderr) as bar:
         for image_path in bar:
             try:
-                result = pipeline.analyze(str(image_path), calibration=calibration)
+                # Read once: the same pixels feed the analysis and the overlay.
+                rgb = read_image(str(image_path))
+                result = pipeline.analyze(rgb, calibration=calibration, source=str(image_path))
                 stem = out / stems[image_path]
                 write_atomic(stem.with_suffix(".json"), result.to_json().encode("utf-8"))
                 if overlay:
-                    png = encode_png(render_overlay(read_image(str(image_path)), result))
+                    png = encode_png(render_overlay(rgb, result))
                     write_atomic(stem.parent / f"{stem.name}_overlay.png", png)
                     overlays[str(stems[image_path])] = png
                 rows.append({**result.summary(), "source": str(image_path)})

@@ -144,6 +144,7 @@ class Pipeline:
         *,
         calibration: CalibrationInput = None,
         count_rule: str | None = None,
+        source: str | None = None,
     ) -> Analysis:
         """Analyse one photo.
 
@@ -157,6 +158,8 @@ class Pipeline:
             photo's burned-in scale bar is used if found, else µm/cm² results are ``None``.
         count_rule : {'exit', 'inside', 'visible'}, optional
             Overrides the pipeline's default rule.
+        source : str, optional
+            Name recorded in the result (default: the path, when ``image`` is one).
 
         Raises
         ------
@@ -173,7 +176,8 @@ class Pipeline:
         hairs = count_hairs(mask, um_per_px=cal.um_per_px)
         hairs, mask = self._drop_short(hairs, mask, cal.um_per_px)
         hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
-        source = str(image) if isinstance(image, str | Path) else None
+        if source is None and isinstance(image, str | Path):
+            source = str(image)
         return summarize(
             hairs,
             prepared.field,
