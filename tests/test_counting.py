@@ -392,3 +392,53 @@ def test_micrometres_scale_linearly(scene, um_per_px):
     rec = t.to_records()
     assert all(r["length_um"] is not None for r in rec)
     assert t0.length_um is None and t0.width_um is None
+
+
+# -- exact distances without full-image exact transforms --------------------------------
+
+
+def _distance_masks() -> list[np.ndarray]:
+    """Strokes of many widths, blobs and border-touching shapes."""
+    rng = np.random.default_rng(7)
+    masks = []
+    for i in range(12):
+        m = np.zeros((90, 120), np.uint8)
+        for _ in range(int(rng.integers(1, 6))):
+            p = tuple(int(v) for v in rng.integers(-10, 130, 2))
+            q = tuple(int(v) for v in rng.integers(-10, 130, 2))
+            cv2.line(m, p, q, 1, int(rng.integers(1, 25)))
+        if i % 3 == 0:
+            cv2.circle(m, (60, 45), int(rng.integers(5, 40)), 1, -1)
+        masks.append(m)
+    masks.append((rng.random((60, 70)) < 0.6).astype(np.uint8))  # speckle
+    return masks
+
+
+def test_distance_at_skeleton_pixels_is_exact():
+    from skimage.morphology import skeletonize
+
+    from trichoscan.counting import _ExactDistance, _nonzero_flat
+
+    for m in _distance_masks():
+        skel = skeletonize(m.astype(bool)).view(np.uint8)
+        pix = _nonzero_flat(skel)
+        # the exact transform with the image border not background: pad with foreground
+        big = cv2.copyMakeBorder(m, 200, 200, 200, 200, cv2.BORDER_CONSTANT, value=1)
+        big[0, 0] = 0  # one far background pixel so the padded image is not all foreground
+        exact = cv2.distanceTransform(big, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        exact = exact[200:-200, 200:-200].ravel()[pix].astype(np.float64)
+        np.testing.assert_allclose(_ExactDistance(m, pix)[pix], exact, atol=1e-4)
+
+
+def test_nearest_skeleton_pixel_is_exact_with_raster_ties():
+    from skimage.morphology import skeletonize
+
+    from trichoscan.counting import _nearest_skeleton, _skeleton_distance2
+
+    for m in _distance_masks():
+        skel = skeletonize(m.astype(bool)).view(np.uint8)
+        pix, near = _nearest_skeleton(m, skel, _skeleton_distance2(skel, m))
+        w = m.shape[1]
+        sy, sx = np.nonzero(skel)  # raster order: argmin picks the smallest index on ties
+        d2 = (pix[:, None] // w - sy) ** 2 + (pix[:, None] % w - sx) ** 2
+        np.testing.assert_array_equal(near, sy[d2.argmin(1)] * w + sx[d2.argmin(1)])

@@ -6,6 +6,7 @@ mask -> skeleton -> junctions/endpoints -> branches -> hairs (crossings resolved
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -314,8 +315,10 @@ def _count_hairs_staged(
 ) -> HairTable:
     """:func:`count_hairs`, recording each stage's wall time (s) in ``stages`` when given.
 
-    Stages: ``skeleton``, ``distance`` (both distance transforms), ``graph`` (junctions,
-    branches, ordering), ``topology`` (merging, spurs, pairing, chains) and ``measure``.
+    Stages: ``skeleton``, ``distance`` (the exact ``D`` at the skeleton pixels and the
+    chamfer bounds for the nearest-skeleton search), ``graph`` (junctions, branches,
+    ordering), ``topology`` (merging, spurs, pairing, chains) and ``measure`` (including the
+    exact nearest-skeleton search over the mask pixels).
     """
     clock = time.perf_counter
     t0 = clock()
@@ -333,9 +336,10 @@ def _count_hairs_staged(
 
     skel = skeletonize(m.view(bool)).view(np.uint8)
     t1 = clock()
-    dist = _ExactDistance(m, skel)
+    skel_pix = _nonzero_flat(skel)
+    dist = _ExactDistance(m, skel_pix)
     t2 = clock()
-    graph = _skeleton_graph(skel)
+    graph = _skeleton_graph(skel, skel_pix)
     t3 = clock()
     topo = _resolve_topology(graph, dist)
     hairs = _build_hairs(graph, topo)
@@ -380,23 +384,207 @@ def _validate_mask(mask: np.ndarray) -> np.ndarray:
 class _ExactDistance:
     """Exact Euclidean distance to the background, kept only at the skeleton pixels.
 
-    Every later reading of ``D`` is at a skeleton pixel, so the full-image transform is
-    dropped at once (memory). OpenCV's precise transform is exact but float32; squared
-    distances are integers, so rounding them gives the exact float64 value (and makes ties
-    compare equal).
+    Every later reading of ``D`` is at a skeleton pixel, so no full-image exact transform is
+    made: a cheap chamfer transform bounds ``D**2`` from below and a lattice-circle search
+    (:func:`_first_on_circles`) finds the exact integer ``D**2`` at the skeleton pixels only.
     """
 
-    def __init__(self, m: np.ndarray, skel: np.ndarray) -> None:
+    def __init__(self, m: np.ndarray, skel_pix: np.ndarray) -> None:
         import cv2
 
-        d = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).ravel()
-        self._keys = np.flatnonzero(skel)
-        v = d[self._keys].astype(np.float64)
-        self._vals = np.sqrt(np.rint(v * v))
+        h, w = m.shape
+        self._keys = skel_pix
+        cd = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5).ravel()[skel_pix]
+        klo, pad = _chamfer_bounds(cd)
+        # padded copy: outside the image is not background (hairs cut by the border)
+        padded = cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=1)
+        wp = w + 2 * pad
+        q = (skel_pix // w + pad) * wp + (skel_pix % w + pad)
+        k, _ = _first_on_circles(padded.ravel() == 0, q, klo, wp, w, want_offset=False)
+        self._vals = np.sqrt(k.astype(np.float64))
+        self._img = None
+        top = int(k.max(initial=0))
+        if top < 2**16:
+            # a uint16 image of D**2 makes each reading one gather instead of a search
+            self._img = np.zeros(h * w, dtype=np.uint16)
+            self._img[skel_pix] = k
+            self._root = np.sqrt(np.arange(top + 1, dtype=np.float64))
 
     def __getitem__(self, idx):
         """``D`` at skeleton pixel(s) ``idx`` (flat indices)."""
+        if self._img is not None:
+            return self._root[self._img[idx]]
         return self._vals[np.searchsorted(self._keys, idx)]
+
+
+#: Bounds of OpenCV's 5x5 chamfer norm (1, 1.4, 2.1969) over the Euclidean norm (0.98247
+#: and 1.01920), widened a little for its 16-bit fixed point and float32 output.
+_CHAMFER5_LO = 0.98
+_CHAMFER5_HI = 1.0193
+
+
+def _chamfer_bounds(cd: np.ndarray) -> tuple[np.ndarray, int]:
+    """Lower bound of the exact squared distance from 5x5 chamfer distances, and a pad.
+
+    The chamfer distance ``c`` of a pixel is within [0.9825, 1.0192] times its Euclidean
+    distance ``d`` (the transform is exact for the chamfer norm on the unobstructed image),
+    so the integer ``d**2 >= ceil((c / 1.0193)**2)``; the pad covers ``d <= c / 0.98``.
+    """
+    c = cd.astype(np.float32)
+    lo = np.ceil(np.square(c * np.float32(1.0 / _CHAMFER5_HI)) - np.float32(1e-4))
+    top = float(c.max(initial=0.0))
+    pad = int(math.ceil(top / _CHAMFER5_LO + 0.01)) + 2
+    return lo.astype(np.int32), pad
+
+
+def _first_on_circles(
+    feat: np.ndarray,
+    q: np.ndarray,
+    klo: np.ndarray,
+    wp: int,
+    w: int,
+    *,
+    want_offset: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Nearest feature pixel of each query pixel: exact squared distance and offset.
+
+    Parameters
+    ----------
+    feat : 1-D bool array
+        Feature pixels of an image padded so that every search stays inside it.
+    q : 1-D int array
+        Query pixels (flat indices into ``feat``).
+    klo : 1-D int array
+        A lower bound of each query's squared distance to the nearest feature.
+    wp, w : int
+        Row pitch of the padded image and width of the unpadded one.
+    want_offset : bool
+        Whether to return the offset of the nearest feature pixel.
+
+    Returns
+    -------
+    k : ndarray of int32 or None
+        The exact squared distance: the smallest ``k >= klo`` with a feature pixel on the
+        lattice circle ``dy**2 + dx**2 = k`` (``None`` when the offset is asked for).
+    offset : ndarray of int32 or None
+        ``dy * w + dx`` (unpadded flat offset) of the first such feature pixel in raster
+        order (ties: smallest raster index), when asked for.
+    """
+    n = q.shape[0]
+    # only what is asked for is kept (memory: one int32 per query each)
+    k_s = None if want_offset else np.empty(n, dtype=np.int32)
+    off_s = np.empty(n, dtype=np.int32) if want_offset else None
+    if n == 0:
+        return np.zeros(0, dtype=np.int32), off_s
+    # small integer keys: a stable sort of int16 is a radix sort
+    key = klo.astype(np.int16) if klo.max() < 2**15 else klo
+    order = np.argsort(key, kind="stable")
+    del key
+    if n < 2**31:
+        order = order.astype(np.int32)
+    qs = q[order]
+    counts = np.bincount(klo)
+    bounds = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    groups = np.flatnonzero(counts).tolist()[::-1]  # a stack, smallest k on top
+    # leftovers: queries whose lower bound was too low, carried to the next radius
+    left_pos = np.zeros(0, dtype=np.int64)
+    left_q = qs[:0]
+    k = groups[-1]
+    kmax = ((feat.shape[0] // wp) // 2) ** 2  # the pad must cover every search
+    while groups or left_pos.size:
+        if not left_pos.size and groups[-1] > k:
+            k = groups[-1]
+        if k > kmax:
+            raise RuntimeError("lattice-circle search ran past its padded image")
+        circle = _circle_offsets(k)
+        batches = []
+        if groups and groups[-1] == k:
+            groups.pop()
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            batches.append((slice(a, b), qs[a:b], np.arange(a, b) if not circle else None))
+        if left_pos.size:
+            batches.append((left_pos, left_q, left_pos))
+        new_pos, new_q = [], []
+        for where, qb, pos in batches:
+            if not circle:  # no lattice point at this radius: all carry over
+                new_pos.append(pos)
+                new_q.append(qb)
+                continue
+            hit = _hits_on_circle(feat, qb, circle, wp, want_offset)
+            if want_offset:
+                offs = np.array([dy * w + dx for dy, dx in circle] + [0], dtype=np.int32)
+                off_s[where] = offs[hit]  # hit == -1 picks the sentinel; rewritten later
+                miss = hit < 0
+            else:
+                miss = ~hit
+                k_s[where] = k
+            if miss.any():
+                idx = np.flatnonzero(miss)
+                base = where.start if isinstance(where, slice) else None
+                new_pos.append(idx + base if base is not None else pos[idx])
+                new_q.append(qb[idx])
+        if new_pos:
+            left_pos = np.concatenate(new_pos)
+            left_q = np.concatenate(new_q)
+        else:
+            left_pos = left_pos[:0]
+            left_q = left_q[:0]
+        k += 1
+    k_out = None
+    if not want_offset:
+        k_out = np.empty(n, dtype=np.int32)
+        k_out[order] = k_s
+    off_out = None
+    if want_offset:
+        off_out = np.empty(n, dtype=np.int32)
+        off_out[order] = off_s
+    return k_out, off_out
+
+
+def _hits_on_circle(
+    feat: np.ndarray, qb: np.ndarray, circle: tuple, wp: int, want_offset: bool
+) -> np.ndarray:
+    """Feature pixels on one lattice circle around each query.
+
+    Returns the index of the first feature offset in raster order (-1 when none, int16)
+    when ``want_offset``, else whether there is one (bool).
+    """
+    lo = min(dy * wp + dx for dy, dx in circle)
+    qb = qb.astype(np.intp) + lo  # intp indices gather fastest; shifted views need no adds
+    views = [feat[dy * wp + dx - lo :] for dy, dx in circle]
+    if not want_offset:
+        found = views[0][qb]
+        for v in views[1:]:
+            np.logical_or(found, v[qb], out=found)
+        return found
+    best = np.full(qb.shape[0], -1, dtype=np.int16)
+    ctz = _lowest_bit_table()
+    # hits of up to 16 offsets packed into bits; the lowest set bit is the raster-first hit
+    for c0 in range(0, len(circle), 16):
+        acc = np.zeros(qb.shape[0], dtype=np.uint16)
+        for j, v in enumerate(views[c0 : c0 + 16]):
+            hit = v[qb].view(np.uint8).astype(np.uint16)
+            acc |= hit << np.uint16(j)
+        first = ctz[acc]
+        if c0 == 0:
+            best = first
+            if len(circle) <= 16:
+                break
+        else:
+            sel = (best < 0) & (first >= 0)
+            best[sel] = first[sel] + c0
+    return best
+
+
+@functools.cache
+def _lowest_bit_table() -> np.ndarray:
+    """Index of the lowest set bit of every uint16 value (-1 for 0), int16."""
+    v = np.arange(2**16, dtype=np.int64)
+    low = v & -v
+    out = np.full(2**16, -1, dtype=np.int16)
+    out[1:] = np.log2(low[1:]).astype(np.int16)
+    return out
 
 
 @dataclass
@@ -429,8 +617,12 @@ def _neighbour_count(skel: np.ndarray) -> np.ndarray:
     return cv2.filter2D(skel, cv2.CV_8U, kernel, borderType=cv2.BORDER_CONSTANT)
 
 
-def _relabel_by_first_pixel(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _relabel_by_first_pixel(
+    flat: np.ndarray, labels: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Sort pixels by component so that ids follow each component's first raster pixel.
+
+    ``flat``: the labelled pixels (flat indices, raster order); ``labels``: label image.
 
     Returns
     -------
@@ -439,10 +631,10 @@ def _relabel_by_first_pixel(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.
     offsets : (n + 1,) ndarray
         Start of each component in ``flat``.
     """
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat]
+    lab = labels.ravel()[flat.astype(np.intp)]
     first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, lab, flat)
+    # flat ascends: the reversed assignment leaves each label's first pixel
+    first[lab[::-1]] = flat[::-1]
     rank = np.empty(n + 1, dtype=np.int64)
     rank[np.argsort(first[1:], kind="stable") + 1] = np.arange(n)
     new = rank[lab]
@@ -453,18 +645,19 @@ def _relabel_by_first_pixel(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.
     return flat[srt], offsets
 
 
-def _skeleton_graph(skel: np.ndarray) -> _Graph:
-    """Split the skeleton into junction clusters and ordered branches."""
+def _skeleton_graph(skel: np.ndarray, skel_pix: np.ndarray) -> _Graph:
+    """Split the skeleton (pixels ``skel_pix``, raster order) into clusters and branches."""
     import cv2
 
     h, w = skel.shape
     deg = _neighbour_count(skel)
+    is_junc = deg.ravel()[skel_pix.astype(np.intp)] >= 3  # pixel lists, not image scans
     junc = ((deg >= 3) & (skel > 0)).view(np.uint8)
     bran = skel - junc
     nj, lab = cv2.connectedComponents(junc, connectivity=8, ltype=cv2.CV_32S)
-    cpix, coff = _relabel_by_first_pixel(lab, nj - 1)
+    cpix, coff = _relabel_by_first_pixel(skel_pix[is_junc].astype(np.int64), lab, nj - 1)
     nbr, lab = cv2.connectedComponents(bran, connectivity=8, ltype=cv2.CV_32S)
-    bpix, boff = _relabel_by_first_pixel(lab, nbr - 1)
+    bpix, boff = _relabel_by_first_pixel(skel_pix[~is_junc].astype(np.int64), lab, nbr - 1)
     del lab, deg
     nb = nbr - 1
     nc = nj - 1
@@ -1025,28 +1218,39 @@ def _smooth_closed(xy: np.ndarray) -> np.ndarray:
     return acc / (2 * hw + 1)
 
 
-def _skeleton_distance2(skel: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mask pixels (flat) and their exact squared distance to the nearest skeleton pixel."""
+def _nonzero_flat(img: np.ndarray) -> np.ndarray:
+    """Flat indices (int32 when they fit, else int64) of the nonzero pixels, raster order."""
     import cv2
 
-    pix = np.flatnonzero(m)
-    ds = cv2.distanceTransform(1 - skel, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).ravel()
-    k = ds[pix].astype(np.float64)
-    del ds
-    k = np.rint(k * k).astype(np.int32)
-    if pix.size and pix[-1] < 2**31:
-        pix = pix.astype(np.int32)
-    return pix, k
+    h, w = img.shape
+    pts = cv2.findNonZero(img)  # faster than np.flatnonzero on uint8 images
+    dt = np.int32 if h * w < 2**31 else np.int64
+    if pts is None:
+        return np.zeros(0, dtype=dt)
+    pts = pts.reshape(-1, 2)
+    return pts[:, 1].astype(dt) * w + pts[:, 0]
+
+
+def _skeleton_distance2(skel: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mask pixels (flat), a lower bound of their squared distance to the skeleton, a pad.
+
+    See :func:`_chamfer_bounds`; the exact value comes from :func:`_nearest_skeleton`.
+    """
+    import cv2
+
+    pix = _nonzero_flat(m)
+    cd = cv2.distanceTransform(1 - skel, cv2.DIST_L2, cv2.DIST_MASK_5).ravel()[pix]
+    klo, pad = _chamfer_bounds(cd)
+    return pix, klo, pad
 
 
 def _nearest_skeleton(
-    m: np.ndarray, skel: np.ndarray, near_d2: tuple[np.ndarray, np.ndarray]
+    m: np.ndarray, skel: np.ndarray, near_d2: tuple[np.ndarray, np.ndarray, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest skeleton pixel of every mask pixel (ties: smallest raster index).
 
-    Exact: the squared distance ``k`` is known from the distance transform of the skeleton's
-    complement, so only the lattice offsets on the circle of radius sqrt(k) are tried, in
-    raster order. Vectorised over the pixels of each distance.
+    Exact: lattice circles of growing squared radius, from the chamfer lower bound up, are
+    tried in raster order (:func:`_first_on_circles`), vectorised over the mask pixels.
 
     Returns
     -------
@@ -1055,45 +1259,28 @@ def _nearest_skeleton(
     near : ndarray
         Flat index of the nearest skeleton pixel of each.
     """
+    import cv2
 
     h, w = m.shape
-    pix, k = near_d2
-    pad = int(math.isqrt(int(k.max()))) + 1 if k.size else 1
+    pix, klo, pad = near_d2
+    sk = cv2.copyMakeBorder(skel, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     wp = w + 2 * pad
-    sk = np.zeros((h + 2 * pad, wp), dtype=bool)
-    sk[pad : pad + h, pad : pad + w] = skel > 0
-    skf = sk.ravel()
-    idt = np.int32 if sk.size < 2**31 else np.int64
-    ppad = ((pix // w + pad) * wp + (pix % w + pad)).astype(idt, copy=False)
-    near = np.empty_like(pix)
-    # small integer keys: NumPy's stable sort is a radix sort for 16-bit types
-    key = k.astype(np.int16) if k.size and k.max() < 2**15 else k
-    srt = np.argsort(key, kind="stable")
-    del key
-    counts = np.bincount(k)
-    bounds = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=bounds[1:])
-    for kk in np.flatnonzero(counts).tolist():
-        grp = srt[bounds[kk] : bounds[kk + 1]]
-        gp = ppad[grp]
-        best = np.zeros(grp.shape[0], dtype=pix.dtype)
-        for dy, dx in reversed(_circle_offsets(kk)):
-            hit = skf[gp + (dy * wp + dx)]
-            best[hit] = dy * w + dx
-        near[grp] = pix[grp] + best
-    return pix, near
+    q = (pix // w + pad) * wp + (pix % w + pad)
+    _, off = _first_on_circles(sk.ravel().view(bool), q, klo, wp, w, want_offset=True)
+    return pix, pix + off
 
 
-def _circle_offsets(k: int) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=4096)
+def _circle_offsets(k: int) -> tuple[tuple[int, int], ...]:
     """Lattice offsets (dy, dx) with dy**2 + dx**2 == k, in raster order."""
-    out = []
+    out: list[tuple[int, int]] = []
     r = math.isqrt(k)
     for dy in range(-r, r + 1):
         rest = k - dy * dy
         dx = math.isqrt(rest)
         if dx * dx == rest:
             out.extend([(dy, -dx), (dy, dx)] if dx else [(dy, 0)])
-    return out
+    return tuple(out)
 
 
 def _measure(
@@ -1294,37 +1481,68 @@ def _tip_offsets(
     if not who:
         return tip, trim
     px, py, dx, dy, cap = (np.array(v) for v in (px, py, dx, dy, cap))
+    found = _cast_rays(m, px, py, dx, dy, cap)
+    for (i, j), f in zip(who, found.tolist(), strict=True):
+        tip[i, j] = f
+    return tip, trim
+
+
+def _cast_rays(
+    m: np.ndarray, px: np.ndarray, py: np.ndarray, dx: np.ndarray, dy: np.ndarray, cap: np.ndarray
+) -> np.ndarray:
+    """Distance along each ray to the mask's 0.5 crossing (see :func:`_tip_offsets`).
+
+    Samples several steps of all live rays per call (blocks of growing length) instead of one
+    step at a time; each sample is computed exactly as a step-by-step walk would.
+    """
     found = np.zeros(px.shape[0])
     prev = _bilinear(m, px, py)
     active = np.flatnonzero(prev >= 0.5)
     prev = prev[active]
-    step = 1
+    step = 1  # next step to sample
+    block = 4
     sub = TIP_STEP / TIP_FINE
     while active.size:
-        tt = step * TIP_STEP
-        cur = _bilinear(m, px[active] + tt * dx[active], py[active] + tt * dy[active])
-        out = np.flatnonzero(cur < 0.5)
-        if out.size:
-            # resample the last step finely; interpolate the first 0.5 crossing
-            ids = active[out]
-            lo = prev[out]
-            res = np.full(out.size, np.nan)
-            for q in range(1, TIP_FINE + 1):
-                tq = tt - TIP_STEP + q * sub
-                fq = _bilinear(m, px[ids] + tq * dx[ids], py[ids] + tq * dy[ids])
-                hit = np.isnan(res) & (fq < 0.5)
-                res[hit] = tq - sub + sub * (lo[hit] - 0.5) / (lo[hit] - fq[hit])
-                lo = np.where(np.isnan(res), fq, lo)
-            found[ids] = res
-        inside = cur >= 0.5
-        over = inside & (tt >= cap[active])
+        tts = np.arange(step, step + block) * TIP_STEP
+        xs = (px[active, None] + tts * dx[active, None]).ravel()
+        ys = (py[active, None] + tts * dy[active, None]).ravel()
+        vals = _bilinear(m, xs, ys).reshape(active.size, block)
+        below = vals < 0.5
+        ex = np.where(below.any(axis=1), below.argmax(axis=1), block)
+        capped = tts[None, :] >= cap[active, None]
+        cp = np.where(capped.any(axis=1), capped.argmax(axis=1), block)
+        # a step first checks the crossing, then the cap
+        out = np.flatnonzero(ex <= cp)
+        out = out[ex[out] < block]
+        over = np.flatnonzero((cp < ex) & (cp < block))
         found[active[over]] = cap[active[over]]
-        keep = inside & ~over
-        active, prev = active[keep], cur[keep]
-        step += 1
-    for (i, j), f in zip(who, found.tolist(), strict=True):
-        tip[i, j] = f
-    return tip, trim
+        if out.size:
+            j = ex[out]
+            tt = tts[j]
+            lo = np.where(j > 0, vals[out, np.maximum(j - 1, 0)], prev[out])
+            ids = active[out]
+            # resample the last step finely; interpolate the first 0.5 crossing
+            tq = (tt - TIP_STEP)[:, None] + np.arange(1, TIP_FINE + 1) * sub
+            fq = _bilinear(
+                m,
+                (px[ids, None] + tq * dx[ids, None]).ravel(),
+                (py[ids, None] + tq * dy[ids, None]).ravel(),
+            ).reshape(ids.size, TIP_FINE)
+            lo_q = np.concatenate([lo[:, None], fq[:, :-1]], axis=1)
+            hitq = fq < 0.5
+            qi = hitq.argmax(axis=1)
+            r = np.arange(ids.size)
+            lq, fqq = lo_q[r, qi], fq[r, qi]
+            res = tq[r, qi] - sub + sub * (lq - 0.5) / (lq - fqq)
+            found[ids] = np.where(hitq.any(axis=1), res, np.nan)
+        keep = np.ones(active.size, dtype=bool)
+        keep[out] = False
+        keep[over] = False
+        active = active[keep]
+        prev = vals[keep, -1]
+        step += block
+        block = min(2 * block, 64)
+    return found
 
 
 def _bilinear(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
