@@ -17,6 +17,7 @@ from trichoscan.metrics import (
     counted_by_rule,
     end_cut_flags,
     summarize,
+    width_cut_flags,
 )
 
 SHAPE = (100, 200)
@@ -181,7 +182,7 @@ def test_classify_widths_and_cutoffs():
 def test_to_dict_round_trips_json(table):
     result = summarize(table, np.ones(SHAPE, bool), Calibration(5.0, "given"), source="x.jpg")
     data = json.loads(result.to_json())
-    assert data["schema_version"] == "1.0"
+    assert data["schema_version"] == "1.1"
     assert data["metrics"]["hair_count"] == 4
     assert data["calibration"] == {
         "um_per_px": 5.0,
@@ -204,3 +205,39 @@ def test_empty_table():
     assert result.follicular_unit_count == 0
     assert result.hairs_per_unit is None
     json.loads(result.to_json())
+
+
+def test_width_cut_flags_mark_slivers_along_the_edge():
+    # A 10 px hair cut square by the right border touches the edge over ~one width; a
+    # 4 px sliver running along the top border touches it over its whole length.
+    labels = np.zeros(SHAPE, dtype=np.int32)
+    labels[45:55, 150:200] = 1
+    labels[0:4, 20:120] = 2
+    labels[60:70, 20:80] = 3
+    table = HairTable(
+        hair_id=np.array([1, 2, 3], np.int32),
+        length_px=np.array([50.0, 100.0, 60.0]),
+        width_px=np.array([10.0, 4.0, 10.0]),
+        width_sd_px=np.zeros(3),
+        end_a_xy=np.array([[150.0, 50.0], [20.0, 2.0], [20.0, 65.0]]),
+        end_b_xy=np.array([[199.0, 50.0], [119.0, 2.0], [79.0, 65.0]]),
+        exit_end=np.array(["a", "a", "a"], dtype="<U1"),
+        unit_id=np.array([1, 2, 3], np.int32),
+        bundle_size=np.ones(3, np.int32),
+        labels=labels,
+        paths=tuple(np.array([[0.0, 0.0], [1.0, 0.0]]) for _ in range(3)),
+    )
+    field = np.ones(SHAPE, bool)
+    np.testing.assert_array_equal(width_cut_flags(table, field), [False, True, False])
+    # The same sliver inside a smaller field is cut by the field's edge, not the border.
+    inner = np.zeros(SHAPE, bool)
+    inner[0:90, 10:190] = True
+    np.testing.assert_array_equal(width_cut_flags(table, inner), [False, True, False])
+
+    # Widths: the sliver is left out of the width statistics and classed at the median
+    # measured width (both measured hairs are 10 px = 50 µm: intermediate).
+    result = summarize(table, field, Calibration(5.0, "given"), count_rule="visible")
+    assert result.mean_width_um == pytest.approx(50.0)
+    assert result.intermediate_count == 3
+    assert result.vellus_count == 0
+    assert result.to_dict()["hairs"][1]["width_cut"] is True

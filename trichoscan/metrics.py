@@ -12,6 +12,12 @@ Counting rules decide which hairs belong to the field:
 
 Without a scale every µm and cm² quantity is ``None``: widths are never split into
 classes by pixel width and density is never guessed.
+
+Widths of hairs that run along the field's edge (:func:`width_cut_flags`) are not
+measurable: only a sliver of the shaft is visible. They are left out of the width
+statistics (mean, median, SD, histogram) and, for their class, cumulative thickness and
+the 40 µm split, take the larger of their visible width and the median measured width of
+the photo's counted hairs.
 """
 
 from __future__ import annotations
@@ -39,12 +45,13 @@ __all__ = [
     "Analysis",
     "SUMMARY_COLUMNS",
     "end_cut_flags",
+    "width_cut_flags",
     "counted_by_rule",
     "summarize",
     "classify_widths",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 COUNT_RULES = ("exit", "inside", "visible")
 CountRule = Literal["exit", "inside", "visible"]
 HairClass = Literal["vellus", "intermediate", "terminal"]
@@ -150,6 +157,31 @@ def end_cut_flags(hairs: HairTable, field: np.ndarray, margin_px: float = 2.0) -
     return cut
 
 
+def width_cut_flags(hairs: HairTable, field: np.ndarray) -> np.ndarray:
+    """Whether each hair's width is unmeasurable because it runs along the field's edge.
+
+    A hair cut square by the edge touches it over about one width; one that runs along
+    the edge (only a sliver of the shaft visible) touches it over much of its length,
+    and its mask width is a fraction of the true one. A hair whose pixels touch the edge
+    (the image border counts) over more than ``1.5 * width + 2`` pixels is flagged.
+
+    Returns
+    -------
+    (n,) bool
+    """
+    n = len(hairs)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    padded = np.pad(np.asarray(field, dtype=np.uint8), 1)
+    # Field pixels with an outside pixel among their 8 neighbours.
+    inner = cv2.erode(padded, np.ones((3, 3), np.uint8))[1:-1, 1:-1].astype(bool)
+    edge = np.asarray(field, dtype=bool) & ~inner
+    labels = hairs.labels[edge]
+    contact = np.bincount(labels[labels > 0], minlength=int(hairs.labels.max()) + 1)
+    contact_per_hair = contact[hairs.hair_id]
+    return contact_per_hair > 1.5 * hairs.width_px + 2.0
+
+
 def counted_by_rule(hairs: HairTable, end_cut: np.ndarray, rule: str) -> np.ndarray:
     """Boolean per hair: does the counting ``rule`` count it in this field?
 
@@ -208,6 +240,7 @@ class Analysis:
     hairs: HairTable = field(repr=False)
     counted: np.ndarray = field(repr=False)
     end_cut: np.ndarray = field(repr=False)
+    width_cut: np.ndarray = field(repr=False)
     mask: np.ndarray = field(repr=False)
     field_mask: np.ndarray = field(repr=False)
     image_shape: tuple[int, int] = (0, 0)
@@ -216,9 +249,16 @@ class Analysis:
     trichoscan_version: str = __version__
 
     def hair_classes(self) -> np.ndarray | None:
-        """Class per hair row ('vellus'/'intermediate'/'terminal'), ``None`` without scale."""
+        """Class per hair row ('vellus'/'intermediate'/'terminal'), ``None`` without scale.
+
+        Hairs whose width is cut by the field edge are classed by their estimated width
+        (see the module docstring).
+        """
         per_hair = _per_hair_width_um(self.hairs)
-        return None if per_hair is None else classify_widths(per_hair, self.cutoffs)
+        if per_hair is None:
+            return None
+        estimated = _impute_cut_widths(per_hair, self.width_cut, self.counted)
+        return classify_widths(estimated, self.cutoffs)
 
     def summary(self) -> dict[str, Any]:
         """The scalar metrics only (one CSV row, keys as :data:`SUMMARY_COLUMNS`)."""
@@ -259,6 +299,7 @@ class Analysis:
             rec["counted"] = bool(self.counted[i])
             rec["end_a_cut"] = bool(self.end_cut[i, 0])
             rec["end_b_cut"] = bool(self.end_cut[i, 1])
+            rec["width_cut"] = bool(self.width_cut[i])
             rec["hair_class"] = None if classes is None else str(classes[i])
         metrics = self.summary()
         metrics.pop("source")
@@ -319,6 +360,16 @@ def _per_hair_width_um(hairs: HairTable) -> np.ndarray | None:
     return hairs.width_um / np.maximum(hairs.bundle_size, 1)
 
 
+def _impute_cut_widths(width: np.ndarray, width_cut: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """Per-row widths with edge-cut rows raised to the median measured counted width."""
+    measured = width[counted & ~width_cut]
+    if not measured.size:
+        measured = width[~width_cut]
+    if not measured.size or not width_cut.any():
+        return width
+    return np.where(width_cut, np.maximum(width, np.median(measured)), width)
+
+
 def _none_if_empty(values: np.ndarray, fn) -> float | None:
     return float(fn(values)) if values.size else None
 
@@ -354,6 +405,7 @@ def summarize(
     field_mask = np.asarray(field_mask, dtype=bool)
     hairs = hairs.with_scale(calibration.um_per_px)
     end_cut = end_cut_flags(hairs, field_mask)
+    width_cut = width_cut_flags(hairs, field_mask)
     bundle = np.maximum(hairs.bundle_size, 1).astype(int)
     by_rule = {rule: counted_by_rule(hairs, end_cut, rule) for rule in COUNT_RULES}
     counted = by_rule[count_rule]
@@ -366,9 +418,11 @@ def summarize(
     if field_area_cm2:
         density = hair_count / field_area_cm2
 
-    # One width per hair (a bundle row stands for bundle_size hairs of equal width).
+    # One width per hair (a bundle row stands for bundle_size hairs of equal width);
+    # statistics over the measurable widths, classes over the estimated ones.
+    measured = counted & ~width_cut
     width_px_rows = hairs.width_px / bundle
-    width_px = np.repeat(width_px_rows[counted], bundle[counted])
+    width_px = np.repeat(width_px_rows[measured], bundle[measured])
     mean_width_px = _none_if_empty(width_px, np.mean)
     width_um_rows = _per_hair_width_um(hairs)
 
@@ -376,20 +430,22 @@ def summarize(
     vellus = intermediate = terminal = thin = thick = None
     histogram = None
     if width_um_rows is not None:
-        width_um = np.repeat(width_um_rows[counted], bundle[counted])
+        width_um = np.repeat(width_um_rows[measured], bundle[measured])
         mean_um = _none_if_empty(width_um, np.mean)
         median_um = _none_if_empty(width_um, np.median)
         sd_um = float(np.std(width_um, ddof=1)) if width_um.size > 1 else None
-        classes = classify_widths(width_um, cutoffs)
+        counts, edges = np.histogram(np.clip(width_um, 0, WIDTH_BINS_UM[-1] - 1e-9), WIDTH_BINS_UM)
+        histogram = {"edges_um": edges.tolist(), "counts": counts.astype(float).tolist()}
+        estimated_rows = _impute_cut_widths(width_um_rows, width_cut, counted)
+        estimated = np.repeat(estimated_rows[counted], bundle[counted])
+        classes = classify_widths(estimated, cutoffs)
         vellus = int((classes == "vellus").sum())
         intermediate = int((classes == "intermediate").sum())
         terminal = int((classes == "terminal").sum())
-        thin = int((width_um < cutoffs.trichoscan_cut_um).sum())
-        thick = int(width_um.size - thin)
+        thin = int((estimated < cutoffs.trichoscan_cut_um).sum())
+        thick = int(estimated.size - thin)
         if field_area_cm2:
-            cumulative = float(width_um.sum() * 1e-3 / field_area_cm2)
-        counts, edges = np.histogram(np.clip(width_um, 0, WIDTH_BINS_UM[-1] - 1e-9), WIDTH_BINS_UM)
-        histogram = {"edges_um": edges.tolist(), "counts": counts.astype(float).tolist()}
+            cumulative = float(estimated.sum() * 1e-3 / field_area_cm2)
 
     # Hairs per unit from the counted rows, each row weighted by its bundle size.
     units, inverse = np.unique(hairs.unit_id[counted], return_inverse=True)
@@ -428,6 +484,7 @@ def summarize(
         hairs=hairs,
         counted=counted,
         end_cut=end_cut,
+        width_cut=width_cut,
         mask=np.zeros(field_mask.shape, bool) if mask is None else np.asarray(mask, bool),
         field_mask=field_mask,
         image_shape=(int(field_mask.shape[0]), int(field_mask.shape[1])),
