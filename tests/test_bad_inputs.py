@@ -607,18 +607,17 @@ def test_postscript_is_never_handed_to_ghostscript(tmp_path: Path, monkeypatch) 
 
 
 def test_missing_model_via_cli(tmp_path: Path) -> None:
-    """``--segmenter unet`` without installed weights: one line, exit 4."""
-    from trichoscan.segmentation import unet
-
-    if unet.weights_available():
-        pytest.skip("U-Net weights are installed here")
+    """``--segmenter unet`` with a model folder without weights: one line, exit 4."""
+    empty = tmp_path / "no-model"
+    empty.mkdir()
     photo = _save(tmp_path / "a.png", _photo())
     args = ["analyze", str(photo), "--out", str(tmp_path / "o"), "--segmenter", "unet"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--model", str(empty)])
     _assert_clean(result)
     assert result.exit_code == EXIT_FAILED and len(_error_lines(result.stderr)) == 1
+    assert "weights" in result.stderr.lower()
     with pytest.raises(ModelError):
-        trichoscan.analyze(photo, segmenter="unet")
+        trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="unet", model_dir=empty))
 
 
 # --------------------------------------------------------------------------- calibration

@@ -120,13 +120,10 @@ def test_bad_arguments_raise_typed_errors(render):
         trichoscan.analyze(render.image, calibration="no-such-device")
 
 
-def test_unet_without_weights_is_a_model_error(tmp_path, render):
-    from trichoscan.segmentation import unet
-
-    if unet.weights_available():
-        pytest.skip("weights are installed")
-    with pytest.raises(ModelError):
-        trichoscan.analyze(render.image, segmenter="unet")
+def test_unet_without_weights_is_a_model_error(tmp_path):
+    config = trichoscan.PipelineConfig(segmenter="unet", model_dir=tmp_path)
+    with pytest.raises(ModelError, match="weights"):
+        trichoscan.Pipeline(config)
 
 
 def test_no_hairs_gives_zero_not_garbage():

@@ -1,6 +1,9 @@
-"""U-Net segmenter: forward pass, packaging, tiling, resampling, training, bad weights.
+"""U-Net segmenter: forward pass, packaging, tiling, resampling, training, bad weights,
+and the shipped weights against their model card.
 
-Tiny networks (4 base channels, depth 2) and tiny images keep the whole file fast.
+Tiny networks (4 base channels, depth 2) and tiny images keep the whole file fast. The
+shipped-weights check re-scores the card's ``evaluation.fixture`` (eight 256x320 renders,
+seconds); a card without it is checked on its 50 dev renders (about a minute).
 """
 
 from __future__ import annotations
@@ -306,3 +309,100 @@ def test_export_onnx_needs_onnx(model_dir, tmp_path):
         pytest.skip("onnx installed")
     with pytest.raises(TrichoscanError, match="pip install onnx"):
         training.export_onnx(model_dir, tmp_path / "m.onnx")
+
+
+# ----------------------------------------------------------------------------- model cards
+
+
+def _card_reproduced(model_dir: Path) -> tuple[float, float, float, float, float]:
+    """Re-score a model as its card says; ``(dice, card dice, cldice, card cldice, tol)``.
+
+    Uses the card's ``evaluation.fixture`` (eight 256x320 renders: seconds) when it has
+    one, else its dev renders (``evaluation.dev_renders``, seeds from the card: slower).
+    The tolerance is the card's; cards written before cards stated one fall back to the
+    recipe's ±0.02 (``benchmarks/train_shipped_model.toml``).
+    """
+    from trichoscan import training
+
+    card = json.loads((model_dir / unet.CARD_FILE).read_text(encoding="utf-8"))
+    evaluation = card.get("evaluation") or {}
+    fixture = evaluation.get("fixture")
+    if fixture:
+        first, last = fixture["seeds"]
+        size, um = fixture["size"], fixture["um_per_px"]
+        want_dice, want_cldice = fixture["dice"], fixture["cldice"]
+        tolerance = fixture["tolerance"]
+    else:
+        dev = evaluation.get("dev_renders") or {}
+        if "dev_dice" not in dev:
+            pytest.fail(f"{model_dir}: the model card records no fixture or dev Dice")
+        first, last = dev.get("seeds") or card["training"]["seeds"]["dev_seeds"]
+        size = dev.get("size")  # older cards: the renderer's default size
+        um = dev.get("um_per_px") or card["training"]["recipe"]["render_um_per_px"]
+        want_dice, want_cldice = dev["dev_dice"], dev["dev_cldice"]
+        tolerance = dev.get("tolerance", training.CARD_TOLERANCE)
+    got = training.evaluate_renders(
+        model_dir,
+        range(first, last + 1),
+        um_per_px=tuple(um),
+        size=None if size is None else tuple(size),
+        device="cpu",
+    )
+    return got["mean_dice"], want_dice, got["mean_cldice"], want_cldice, tolerance
+
+
+def test_trained_model_card_records_scores_it_reproduces(tmp_path, monkeypatch):
+    from trichoscan import training
+
+    monkeypatch.setattr(training, "FIXTURE_SEEDS", (99_900, 99_901))  # 2 renders: fast
+    cfg = training.TrainConfig(
+        out_dir=tmp_path / "out",
+        data_dir=_data_dir(tmp_path / "data"),
+        dev_synthetic=1,
+        epochs=1,
+        batch_size=2,
+        crop_size=32,
+        crops_per_image=1,
+        num_threads=1,
+        **TINY,
+    )
+    out = training.train(cfg)
+    card = json.loads((out / unet.CARD_FILE).read_text())
+    fixture = card["evaluation"]["fixture"]
+    assert fixture["seeds"] == list(training.FIXTURE_SEEDS)
+    assert fixture["tolerance"] == training.CARD_TOLERANCE
+    assert card["evaluation"]["dev_renders"]["seeds"] == [50_000, 50_000]
+    dice, want, cl, want_cl, tol = _card_reproduced(out)
+    assert abs(dice - want) <= 1e-6 and abs(cl - want_cl) <= 1e-6  # same machine: exact
+    # a card without the fixture block is checked on its dev renders instead
+    del card["evaluation"]["fixture"]
+    (out / unet.CARD_FILE).write_text(json.dumps(card))
+    dice, want, cl, want_cl, tol = _card_reproduced(out)
+    assert abs(dice - want) <= tol and abs(cl - want_cl) <= tol
+    # ... and record_fixture_evaluation puts the block back, weights untouched
+    assert training.record_fixture_evaluation(out) == fixture
+    assert unet.load_model(out).sha256 == card["sha256"]
+
+
+def _installed_model_dir() -> Path | None:
+    """The shipped model folder, when its weights are installed."""
+    candidates = [unet.DEFAULT_MODEL_DIR]
+    try:
+        from importlib.resources import files
+
+        candidates.append(Path(str(files("trichoscan.models"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    for folder in candidates:
+        if (folder / unet.WEIGHTS_FILE).is_file():
+            return folder
+    return None
+
+
+def test_shipped_weights_reproduce_their_model_card():
+    folder = _installed_model_dir()
+    if folder is None:
+        pytest.skip("no shipped U-Net weights installed (models/weights.pt)")
+    dice, want, cl, want_cl, tol = _card_reproduced(folder)
+    assert abs(dice - want) <= tol, f"Dice {dice:.4f} vs card {want:.4f} (±{tol})"
+    assert abs(cl - want_cl) <= tol, f"clDice {cl:.4f} vs card {want_cl:.4f} (±{tol})"

@@ -15,7 +15,13 @@ writes to ``out_dir``:
 ``errors.csv``
     one row per failure (photo or comparison); always written, header only when clean;
 ``batch.json``
-    settings, model and trichoscan version used.
+    settings, model and trichoscan version used, and each analysed photo's cache key
+    (``photos``: path -> key), through which :mod:`trichoscan.report` finds the photo's
+    analysis and overlay.
+
+Each analysed photo also leaves an overlay JPEG in its cache entry (hairs by class,
+exit ends, field; drawn from the pixels while they are at hand), so that
+``trichoscan report`` can show the photos without going back to them.
 
 Resumable: each photo's result is cached under ``out_dir/.cache`` keyed by the file's
 content hash, the settings, the model version and the trichoscan version (and the scale
@@ -79,7 +85,7 @@ from .comparison import (
 )
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, InputError, TrichoscanError
 from .metrics import SUMMARY_COLUMNS, Analysis
-from .report import write_atomic, write_csv
+from .report import overlay_jpeg, write_atomic, write_csv
 from .sessions import Photo, Session, Study, group_photos, read_study, share_session_scale
 
 __all__ = [
@@ -92,6 +98,8 @@ __all__ = [
     "BatchResult",
     "run_batch",
     "pseudonym",
+    "load_cached_analysis",
+    "cached_overlay_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -242,6 +250,37 @@ def _load_analysis(cache_dir: Path, key: str) -> Analysis:
     return pickle.loads(zlib.decompress(blob.read_bytes()))  # noqa: S301
 
 
+def _overlay_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / key[:2] / f"{key}.overlay.jpg"
+
+
+def load_cached_analysis(out_dir: str | Path, key: str) -> Analysis:
+    """The cached :class:`Analysis` of the photo with cache key ``key`` (``batch.json``).
+
+    Raises
+    ------
+    OSError, ValueError, pickle.UnpicklingError
+        If the entry is missing or unreadable.
+    """
+    return _load_analysis(Path(out_dir) / ".cache", key)
+
+
+def cached_overlay_path(out_dir: str | Path, key: str) -> Path:
+    """Where the batch keeps the overlay JPEG of the photo with cache key ``key``."""
+    return _overlay_path(Path(out_dir) / ".cache", key)
+
+
+def _write_overlay(cache_dir: str | Path, key: str, path: str, result: Analysis) -> None:
+    """Draw a photo's overlay into its cache entry; a failure costs the picture only."""
+    from .io import read_image
+
+    try:
+        # Read again: the pipeline was handed the path, not the pixels.
+        write_atomic(_overlay_path(cache_dir, key), overlay_jpeg(read_image(path), result))
+    except Exception as exc:  # noqa: BLE001 - the overlay is an extra, never a failure
+        logger.warning("could not draw the overlay of %s: %s", key[:12], exc)
+
+
 # --------------------------------------------------------------------------- workers
 
 
@@ -306,6 +345,7 @@ def _run_task(task: _Task) -> dict[str, Any]:
         "calibration": result.calibration.to_dict(),
         "quality_warnings": warnings,
     }
+    _write_overlay(task.cache_dir, task.key, task.path, result)  # before meta: entry whole
     _write_cache(meta, blob, outcome, result)
     return outcome
 
@@ -602,6 +642,7 @@ def run_batch(
         if task.key in results:
             state.outcome = results[task.key]
 
+    _ensure_overlays(cache_dir, states)
     errors = [
         {"path": s.rel, "stage": s.error_stage, "error": s.outcome["error"].replace(_PHOTO, s.rel)}
         for s in states.values()
@@ -626,6 +667,12 @@ def run_batch(
         "n_photos": total,
         "calibration": _calibration_token(default_cal),
         "anonymised": anonymise,
+        # Path -> cache key of each analysed photo: the report's way into the cache.
+        "photos": {
+            s.rel: s.key
+            for s in sorted(states.values(), key=lambda s: s.rel)
+            if (s.outcome or {}).get("ok")
+        },
     }
     files["batch"] = write_atomic(
         out / "batch.json", json.dumps(provenance, indent=2, default=str).encode("utf-8")
@@ -644,6 +691,21 @@ def run_batch(
         n_errors=len(errors),
         files=files,
     )
+
+
+def _ensure_overlays(cache_dir: Path, states: dict[Path, _PhotoState]) -> None:
+    """Draw the overlays missing from cache entries (made before overlays were cached)."""
+    for s in states.values():
+        if not (s.outcome or {}).get("ok") or s.key is None:
+            continue
+        if _overlay_path(cache_dir, s.key).exists():
+            continue
+        try:
+            analysis = _load_analysis(cache_dir, s.key)
+        except Exception as exc:  # noqa: BLE001 - the overlay is an extra, never a failure
+            logger.warning("could not draw the overlay of %s: %s", s.rel, exc)
+            continue
+        _write_overlay(cache_dir, s.key, str(s.photo.path), analysis)
 
 
 def _write_images(out: Path, states: dict[Path, _PhotoState]) -> Path:

@@ -98,6 +98,10 @@ def analyze(
         str | None, typer.Option("--device", help="Device profile name (see `devices`).")
     ] = None,
     segmenter: Annotated[str, typer.Option(help="auto, classical or unet.")] = "auto",
+    model: Annotated[
+        Path | None,
+        typer.Option(help="U-Net model folder (weights.pt + model_card.json); default: shipped."),
+    ] = None,
     count_rule: Annotated[str, typer.Option(help="exit, inside or visible.")] = "exit",
     overlay: Annotated[bool, typer.Option(help="Write an overlay PNG per photo.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -116,7 +120,9 @@ def analyze(
         raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", 2)
     try:
         calibration = resolve_calibration(um_per_px if device is None else device)
-        pipeline = Pipeline(PipelineConfig(segmenter=segmenter, count_rule=count_rule))
+        pipeline = Pipeline(
+            PipelineConfig(segmenter=segmenter, count_rule=count_rule, model_dir=model)
+        )
     except TrichoscanError as exc:
         raise _fail(str(exc)) from None
 
@@ -220,6 +226,10 @@ def batch(
         str | None, typer.Option("--device", help="Device profile for photos without a scale.")
     ] = None,
     segmenter: Annotated[str, typer.Option(help="auto, classical or unet.")] = "auto",
+    model: Annotated[
+        Path | None,
+        typer.Option(help="U-Net model folder (weights.pt + model_card.json); default: shipped."),
+    ] = None,
     count_rule: Annotated[str, typer.Option(help="exit, inside or visible.")] = "exit",
     compare_sessions: Annotated[
         bool, typer.Option("--compare/--no-compare", help="Write changes.csv.")
@@ -231,6 +241,9 @@ def batch(
             help="Replace patient ids with stable pseudonyms (secret key kept in "
             "OUT/.trichoscan-pseudonym-key: do not share it with the tables).",
         ),
+    ] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Also write OUT/report/PATIENT.html (see `report`).")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -250,7 +263,7 @@ def batch(
     if not root_or_manifest.exists():
         raise _fail(f"{root_or_manifest}: no such folder or manifest CSV")
     try:
-        config = PipelineConfig(segmenter=segmenter, count_rule=count_rule)
+        config = PipelineConfig(segmenter=segmenter, count_rule=count_rule, model_dir=model)
         with typer.progressbar(length=1, label="analysing", file=sys.stderr) as bar:
 
             def progress(done: int, total: int) -> None:
@@ -277,7 +290,46 @@ def batch(
         f"{result.n_photos - result.n_failed} of {result.n_photos} photos analysed "
         f"({result.n_analysed} now, {result.n_cached} from cache); results in {out}"
     )
-    raise typer.Exit(result.exit_code)
+    code = result.exit_code
+    if report and code != EXIT_FAILED:
+        # A report failure never hides the batch's own result: at worst "some failed".
+        report_code = _write_reports(out, None)
+        code = EXIT_PARTIAL if report_code != EXIT_OK else code
+    raise typer.Exit(code)
+
+
+def _write_reports(batch_dir: Path, out: Path | None) -> int:
+    """Write the patient reports of a batch folder; print what happened; exit code."""
+    from .report import write_patient_reports
+
+    try:
+        reports = write_patient_reports(batch_dir, out)
+    except TrichoscanError as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        return EXIT_FAILED
+    for patient, why in reports.failed.items():
+        typer.echo(f"error: report of patient {patient}: {_one_line(why)}", err=True)
+    n = len(reports.written)
+    typer.echo(f"{n} patient report{'s' if n != 1 else ''} written to {reports.out_dir}")
+    return reports.exit_code
+
+
+@app.command()
+def report(
+    batch_dir: Annotated[Path, typer.Argument(help="Output folder of `trichoscan batch`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (default: DIR/report).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """One self-contained HTML report per patient from a batch folder: PATIENT.html.
+
+    Per site: sessions with 95 % CIs, changes vs baseline and previous with significance,
+    metric trends, width histograms, overlays of baseline and latest side by side, and
+    the settings, model and scale used.
+    """
+    _setup_logging(verbose)
+    raise typer.Exit(_write_reports(batch_dir, out))
 
 
 @app.command()
@@ -458,28 +510,96 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: shipped).")] = None,
-    data: Annotated[Path, typer.Option(help="Folder with images/ and masks/.")] = ...,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="U-Net model folder (default: shipped), or the word 'classical'."),
+    ] = None,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Folder with images/ plus masks/ (Dice, clDice) or annotations/ "
+            "(Pascal VOC boxes, one per hair: count errors)."
+        ),
+    ] = ...,
+    layout: Annotated[str, typer.Option(help="auto (from the folders), masks or boxes.")] = "auto",
     um_per_px: Annotated[float | None, typer.Option(help="Scale of the photos.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="Device profile of the photos (see `devices`)."),
+    ] = None,
+    count_rule: Annotated[
+        str, typer.Option(help="Boxes: inside (the labels' convention), exit or visible.")
+    ] = "inside",
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Boxes: write per-image counts here.")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all scores here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Dice and clDice of a U-Net on annotated masks."""
+    """Score a segmenter on annotated photos: Dice/clDice on masks, count errors on boxes."""
     _setup_logging(verbose)
     import json
 
-    from .training import evaluate_masks
+    from .metrics import COUNT_RULES
+    from .training import detect_layout, evaluate_boxes, evaluate_masks
 
+    if um_per_px is not None and device is not None:
+        raise _fail("give either --um-per-px or --device, not both", EXIT_USAGE)
+    if count_rule not in COUNT_RULES:
+        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", EXIT_USAGE)
+    if layout not in ("auto", "masks", "boxes"):
+        raise _fail("--layout must be auto, masks or boxes", EXIT_USAGE)
     try:
-        scores = evaluate_masks(model, data, um_per_px=um_per_px)
+        kind = detect_layout(data) if layout == "auto" else layout
+        if kind == "masks":
+            from .calibration import resolve_calibration
+
+            scale = resolve_calibration(um_per_px if device is None else device).um_per_px
+            scores = evaluate_masks(model, data, um_per_px=scale)
+        else:
+            with typer.progressbar(length=1, label="evaluating", file=sys.stderr) as bar:
+
+                def progress(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                result = evaluate_boxes(
+                    model,
+                    data,
+                    calibration=um_per_px if device is None else device,
+                    count_rule=count_rule,
+                    progress=progress,
+                )
+            scores = result.to_dict()
     except TrichoscanError as exc:
         raise _fail(str(exc)) from None
-    if json_out is not None:
-        json_out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    try:
+        if json_out is not None:
+            json_out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        if csv_out is not None and kind == "boxes":
+            result.write_csv(csv_out)
+    except OSError as exc:
+        raise _fail(f"cannot write the scores: {exc.strerror or exc}") from None
+    if kind == "masks":
+        sha = scores["model_sha256"][:12] or scores["segmenter"]
+        typer.echo(
+            f"{scores['n_images']} images: Dice {scores['mean_dice']:.3f}, "
+            f"clDice {scores['mean_cldice']:.3f} (model {sha})"
+        )
+        raise typer.Exit(EXIT_OK)
+    for row in result.per_image:
+        if row.error is not None:
+            typer.echo(f"error: {row.name}: {row.error}", err=True)
+    who = result.segmenter + (f" {result.model_sha256[:12]}" if result.model_sha256 else "")
+    if result.n == 0:
+        raise _fail(f"none of the {result.n_failed} images could be analysed ({who})")
     typer.echo(
-        f"{scores['n_images']} images: Dice {scores['mean_dice']:.3f}, "
-        f"clDice {scores['mean_cldice']:.3f} (model {scores['model_sha256'][:12]})"
+        f"{result.n} images ({result.n_failed} failed), count rule {result.count_rule}, {who}: "
+        f"MAE {result.mae:.2f} hairs/image, mean abs error {result.mean_abs_pct_error:.1f} %, "
+        f"bias {result.bias:+.2f}, RMSE {result.rmse:.2f} (mean true count "
+        f"{result.mean_true:.1f}; scale {result.calibration})"
     )
+    raise typer.Exit(EXIT_PARTIAL if result.n_failed else EXIT_OK)
 
 
 @app.command("export-onnx")

@@ -89,6 +89,12 @@ class Pipeline:
     def __init__(self, config: PipelineConfig | None = None) -> None:
         self.config = config or PipelineConfig()
         self._segmenter_name = resolve_segmenter_name(self.config.segmenter)
+        if self.config.segmenter.strip().lower() == "auto" and self.config.model_dir is not None:
+            from .segmentation import unet  # a given model folder decides, not the shipped one
+
+            self._segmenter_name = (
+                "unet" if unet.weights_available(self.config.model_dir) else "classical"
+            )
         self._model: Any = None
         self.segmenter_info = SegmenterInfo(self._segmenter_name, requested=self.config.segmenter)
         if self._segmenter_name == "unet":
@@ -98,8 +104,15 @@ class Pipeline:
             self.segmenter_info = SegmenterInfo(
                 "unet", weights_sha256=self._model.sha256, requested=self.config.segmenter
             )
-        elif self.config.segmenter == "auto":
-            note = "U-Net weights not installed; used the classical segmenter"
+        elif self.config.segmenter.strip().lower() == "auto":
+            import importlib.util
+
+            why = (
+                "torch is not installed (pip install 'trichoscan[model]')"
+                if importlib.util.find_spec("torch") is None
+                else "U-Net weights not installed"
+            )
+            note = f"{why}; used the classical segmenter"
             logger.info(note)
             self.segmenter_info = SegmenterInfo("classical", requested="auto", note=note)
 

@@ -17,7 +17,14 @@ goes to ``train_log.jsonl``, and progress is reported through a callback — the
 never prints. The result is a model folder (:func:`trichoscan.segmentation.unet.save_model`)
 whose card records the recipe, seeds, versions, data provenance and licences.
 
-torch and torchvision are imported inside the functions that need them.
+Evaluation: :func:`evaluate_masks` (Dice/clDice on ``images/`` + ``masks/``),
+:func:`evaluate_renders` (Dice/clDice on renders), :func:`evaluate_boxes` (hair counts
+against Pascal VOC box annotations, one box per hair, ``images/`` + ``annotations/``) and
+:func:`fixture_evaluation` (the small rendered fixture set every model card records, so a
+test can check that installed weights still reproduce their card).
+
+torch and torchvision are imported inside the functions that need them; evaluating the
+classical segmenter never imports them.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ import logging
 import math
 import time
 import tomllib
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,14 +49,31 @@ from . import __version__
 from .errors import InputError, TrichoscanError
 from .segmentation import unet
 
+if TYPE_CHECKING:
+    from .calibration import Calibration
+
 __all__ = [
     "TRAINING_SEEDS",
     "DEV_SEEDS",
     "TrainConfig",
     "TrainProgress",
     "train",
+    "FIXTURE_SEEDS",
+    "FIXTURE_SIZE",
+    "CARD_TOLERANCE",
+    "CLASSICAL",
     "evaluate_masks",
     "evaluate_renders",
+    "fixture_evaluation",
+    "record_fixture_evaluation",
+    "VocBox",
+    "VocAnnotation",
+    "read_voc",
+    "detect_layout",
+    "count_errors",
+    "BoxImageScore",
+    "BoxEvaluation",
+    "evaluate_boxes",
     "export_onnx",
 ]
 
@@ -63,6 +88,16 @@ RENDER_LICENCE = "BSD-3-Clause"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "train_log.jsonl"
+#: The small rendered fixture set (development seeds, inclusive range, height x width)
+#: whose Dice/clDice every card records, so installed weights can be re-checked in seconds.
+FIXTURE_SEEDS = (99_900, 99_907)
+FIXTURE_SIZE = (256, 320)
+FIXTURE_UM_PER_PX = (2.5, 9.0)
+#: How far a re-run may differ from a card's Dice/clDice (other torch thread counts, BLAS
+#: or CPU vs CUDA flip a few pixels right at the threshold); written into every card.
+CARD_TOLERANCE = 0.02
+#: ``model_dir`` value that selects the classical segmenter in the evaluations.
+CLASSICAL = "classical"
 
 
 @dataclass
@@ -313,6 +348,8 @@ def _mask_path(masks: Path, stem: str) -> Path | None:
 def _iter_pairs(data_dir: Path) -> Iterable[tuple[Path, Path]]:
     """``(image, mask)`` paths of a data folder, sorted by name."""
     images, masks = data_dir / "images", data_dir / "masks"
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: no such folder")
     if not images.is_dir() or not masks.is_dir():
         raise InputError(f"{data_dir} needs images/ and masks/ folders")
     found = False
@@ -575,8 +612,9 @@ def _card(
     history: list[dict[str, Any]],
     seconds: float,
     device: str,
+    fixture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card of a finished run (evaluation numbers are added by the benchmark)."""
+    """The model card of a finished run (benchmark numbers are added by the benchmark)."""
     import torch
 
     from . import synth
@@ -641,7 +679,16 @@ def _card(
         },
         "data": data,
         "evaluation": {
-            "dev_renders": {k: v for k, v in last.items() if k.startswith("dev_")},
+            "dev_renders": {
+                **{k: v for k, v in last.items() if k.startswith("dev_")},
+                "seeds": [config.dev_seed, config.dev_seed + config.dev_synthetic - 1]
+                if config.dev_synthetic
+                else None,
+                "size": [synth.SynthConfig().height, synth.SynthConfig().width],
+                "um_per_px": list(config.render_um_per_px),
+                "tolerance": CARD_TOLERANCE,
+            },
+            "fixture": fixture,
             "benchmarks": None,  # filled by benchmarks/accuracy.py for a released model
         },
         "intended_use": "hair segmentation of trichoscopy (dermatoscope) scalp photos, "
@@ -766,12 +813,19 @@ def _train(config: TrainConfig, device: str, progress: ProgressCallback | None) 
         _report(progress, TrainProgress("epoch", epoch + 1, config.epochs, epoch, metrics=record))
 
     net.eval().to("cpu")
+    # the fixture scores let a test re-check the installed weights in seconds
+    fixture = _fixture_scores(_segmenter_from(net, working, "cpu")) if dev else None
     seconds = time.perf_counter() - started
-    card = _card(config, working, parent, n_data, history, seconds, device)
+    card = _card(config, working, parent, n_data, history, seconds, device, fixture)
     return unet.save_model(net, card, config.out_dir)
 
 
 # ----------------------------------------------------------------------------- evaluation
+
+
+def _is_classical(model_dir: Path | str | None) -> bool:
+    """Whether ``model_dir`` is the word ``classical`` (not a model folder)."""
+    return model_dir is not None and str(model_dir).strip().lower() == CLASSICAL
 
 
 def evaluate_masks(
@@ -786,61 +840,76 @@ def evaluate_masks(
 
     Parameters
     ----------
-    model_dir : path or None
-        Model folder; ``None`` for the shipped model.
+    model_dir : path, 'classical' or None
+        Model folder; ``None`` for the shipped model; the word ``"classical"`` scores the
+        classical segmenter (torch is then never imported).
     data_dir : path
         Folder with ``images/NAME.ext`` and ``masks/NAME.png``.
     um_per_px : float, optional
         Scale of the photos (inference then runs at the working scale).
     preprocess : bool
-        Run :func:`trichoscan.preprocess.prepare` first, as the pipeline does.
+        Run :func:`trichoscan.preprocess.prepare` first, as the pipeline does (the
+        classical segmenter always needs it).
     device : str, optional
-        Inference device.
+        Inference device (``"cpu"``, ``"cuda"``) of the U-Net.
 
     Returns
     -------
     dict
         ``per_image`` (list of ``{"name", "dice", "cldice"}``), ``mean_dice``,
-        ``mean_cldice``, ``n_images``, ``model_sha256``.
+        ``mean_cldice``, ``n_images``, ``model_sha256`` ('' for the classical segmenter),
+        ``segmenter``.
+
+    Raises
+    ------
+    InputError
+        Missing folders or no image with a mask.
+    ModelError
+        The model folder cannot be loaded.
     """
     from .io import read_image
     from .segmentation.scoring import cldice, dice
 
-    model = unet.load_model(model_dir, device=device)
+    classical = _is_classical(model_dir)
+    pairs = list(_iter_pairs(Path(data_dir)))  # bad folders fail before a model loads
+    model = None if classical else unet.load_model(model_dir, device=device)
     rows = []
-    for image, mask_path in _iter_pairs(Path(data_dir)):
+    for image, mask_path in pairs:
         rgb = read_image(image)
-        rgb = _prepared_rgb(rgb) if preprocess else rgb
         gt = _read_mask(mask_path)
-        pred = model.segment(rgb, um_per_px=um_per_px)
+        if classical:
+            pred = _segment_classical(rgb, um_per_px)
+        else:
+            rgb = _prepared_rgb(rgb) if preprocess else rgb
+            pred = model.segment(rgb, um_per_px=um_per_px)
         rows.append({"name": image.stem, "dice": dice(pred, gt), "cldice": cldice(pred, gt)})
     return {
         "per_image": rows,
         "mean_dice": float(np.mean([r["dice"] for r in rows])),
         "mean_cldice": float(np.mean([r["cldice"] for r in rows])),
         "n_images": len(rows),
-        "model_sha256": model.sha256,
+        "model_sha256": "" if model is None else model.sha256,
+        "segmenter": CLASSICAL if classical else "unet",
     }
 
 
-def evaluate_renders(
-    model_dir: Path | str | None,
-    seeds: Sequence[int],
-    *,
-    um_per_px: tuple[float, float] = (2.5, 9.0),
-    device: str | None = None,
-) -> dict[str, Any]:
-    """Dice and clDice of a model on renders (scored inside the analysable field).
+def _segment_classical(rgb: np.ndarray, um_per_px: float | None) -> np.ndarray:
+    """The classical segmenter as the pipeline runs it (prepared photo, its field)."""
+    from .preprocess import prepare
+    from .segmentation import segment_classical
 
-    Use development seeds (0–99 999) for tuning; the reserved ranges belong to the
-    benchmarks.
-    """
+    prepared = prepare(rgb)
+    return segment_classical(prepared.rgb, prepared.field, um_per_px=um_per_px) & prepared.field
+
+
+def _render_scores(
+    model: unet.UNetSegmenter, seeds: Iterable[int], scene: Any
+) -> list[dict[str, Any]]:
+    """Dice/clDice per render, scored inside the analysable field (as ``_score_dev``)."""
     from . import synth
     from .preprocess import prepare
     from .segmentation.scoring import cldice, dice
 
-    model = unet.load_model(model_dir, device=device)
-    scene = synth.SynthConfig(um_per_px=um_per_px)
     rows = []
     for seed in seeds:
         r = synth.render(int(seed), scene)
@@ -848,6 +917,47 @@ def evaluate_renders(
         pred = model.segment(p.rgb, um_per_px=r.um_per_px) & p.field
         gt = r.mask & p.field
         rows.append({"seed": int(seed), "dice": dice(pred, gt), "cldice": cldice(pred, gt)})
+    return rows
+
+
+def evaluate_renders(
+    model_dir: Path | str | None,
+    seeds: Sequence[int],
+    *,
+    um_per_px: tuple[float, float] = (2.5, 9.0),
+    size: tuple[int, int] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Dice and clDice of a model on renders (scored inside the analysable field).
+
+    Use development seeds (0–99 999) for tuning; the reserved ranges belong to the
+    benchmarks.
+
+    Parameters
+    ----------
+    model_dir : path or None
+        Model folder; ``None`` for the shipped model.
+    seeds : sequence of int
+        Render seeds.
+    um_per_px : (float, float)
+        Scale range of the renders.
+    size : (int, int), optional
+        Height and width of the renders; default the renderer's (512 x 640), as the
+        dev renders scored during training.
+    device : str, optional
+        Inference device.
+
+    Returns
+    -------
+    dict
+        ``per_image`` (``{"seed", "dice", "cldice"}``), ``mean_dice``, ``mean_cldice``,
+        ``n_images``, ``model_sha256``.
+    """
+    from . import synth
+
+    model = unet.load_model(model_dir, device=device)
+    shape = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
+    rows = _render_scores(model, seeds, synth.SynthConfig(um_per_px=um_per_px, **shape))
     return {
         "per_image": rows,
         "mean_dice": float(np.mean([r["dice"] for r in rows])) if rows else float("nan"),
@@ -855,6 +965,531 @@ def evaluate_renders(
         "n_images": len(rows),
         "model_sha256": model.sha256,
     }
+
+
+def _fixture_scores(model: unet.UNetSegmenter) -> dict[str, Any]:
+    """The card's ``evaluation.fixture`` block for a loaded (or in-training) model."""
+    from . import synth
+
+    h, w = FIXTURE_SIZE
+    scene = synth.SynthConfig(height=h, width=w, um_per_px=FIXTURE_UM_PER_PX)
+    rows = _render_scores(model, range(FIXTURE_SEEDS[0], FIXTURE_SEEDS[1] + 1), scene)
+    return {
+        "seeds": list(FIXTURE_SEEDS),
+        "size": list(FIXTURE_SIZE),
+        "um_per_px": list(FIXTURE_UM_PER_PX),
+        "dice": round(float(np.mean([r["dice"] for r in rows])), 6),
+        "cldice": round(float(np.mean([r["cldice"] for r in rows])), 6),
+        "tolerance": CARD_TOLERANCE,
+    }
+
+
+def fixture_evaluation(model_dir: Path | str | None, *, device: str | None = None) -> dict:
+    """Dice and clDice of a model on the rendered fixture set (:data:`FIXTURE_SEEDS`).
+
+    Eight 256 x 320 renders from the development seed range, scale 2.5–9 µm/px, scored
+    inside the analysable field: a few seconds on a CPU. Every model trained with dev
+    renders records this block as ``evaluation.fixture`` in its card, and a test checks
+    that the installed weights still reproduce it within ``tolerance``.
+
+    Parameters
+    ----------
+    model_dir : path or None
+        Model folder; ``None`` for the shipped model.
+    device : str, optional
+        Inference device.
+
+    Returns
+    -------
+    dict
+        ``seeds`` (first, last), ``size`` (height, width), ``um_per_px`` (range),
+        ``dice``, ``cldice``, ``tolerance``.
+    """
+    return _fixture_scores(unet.load_model(model_dir, device=device))
+
+
+def record_fixture_evaluation(model_dir: Path | str) -> dict[str, Any]:
+    """Score a model folder on the fixture set and write the result into its card.
+
+    For model folders written before cards recorded the fixture. Only
+    ``model_card.json`` changes (atomically); the weights and their SHA-256 do not.
+
+    Parameters
+    ----------
+    model_dir : path
+        Model folder.
+
+    Returns
+    -------
+    dict
+        The ``evaluation.fixture`` block written (see :func:`fixture_evaluation`).
+    """
+    folder = Path(model_dir)
+    block = fixture_evaluation(folder, device="cpu")
+    card_path = folder / unet.CARD_FILE
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    evaluation = card.get("evaluation") if isinstance(card.get("evaluation"), dict) else {}
+    card["evaluation"] = {**evaluation, "fixture": block}
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(card_path)
+    return block
+
+
+# ----------------------------------------------------------------------------- box annotations
+
+#: Largest annotation file read (a VOC file of thousands of boxes is ~1 MB).
+MAX_XML_BYTES = 16 * 1024**2
+
+
+@dataclass(frozen=True)
+class VocBox:
+    """One annotated object: a box with ``xmin <= xmax`` and ``ymin <= ymax``.
+
+    Attributes
+    ----------
+    label : str
+        The object's ``<name>`` (standard VOC) or ``<class>`` (the FDU set); '' if none.
+    xmin, ymin, xmax, ymax : float
+        Corners in pixels, put in order.
+    swapped : bool
+        The file gave a corner pair the wrong way round (fixed here).
+    """
+
+    label: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    swapped: bool = False
+
+    @property
+    def degenerate(self) -> bool:
+        """Zero width or height (a hair drawn as a line); still one hair."""
+        return self.xmax == self.xmin or self.ymax == self.ymin
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    """A Pascal VOC-like annotation file: one ``<object>`` per hair.
+
+    Attributes
+    ----------
+    path : Path
+    filename : str or None
+        The ``<filename>`` tag.
+    size : (int, int) or None
+        ``(height, width)`` from ``<size>``, when given.
+    boxes : tuple of VocBox
+    """
+
+    path: Path
+    filename: str | None
+    size: tuple[int, int] | None
+    boxes: tuple[VocBox, ...]
+
+    @property
+    def count(self) -> int:
+        """Number of annotated hairs."""
+        return len(self.boxes)
+
+    @property
+    def n_swapped(self) -> int:
+        return sum(b.swapped for b in self.boxes)
+
+    @property
+    def n_degenerate(self) -> int:
+        return sum(b.degenerate for b in self.boxes)
+
+
+def _xml_number(node: ET.Element, tag: str, path: Path, i: int) -> float:
+    text = node.findtext(tag)
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{path}: object {i + 1} has no numeric <{tag}> in its <bndbox> (got {text!r}); "
+            "fix or remove the annotation"
+        ) from None
+    if not math.isfinite(value):
+        raise InputError(f"{path}: object {i + 1} has a non-finite <{tag}>")
+    return value
+
+
+def read_voc(path: Path | str) -> VocAnnotation:
+    """Read a Pascal VOC-like box annotation (one ``<object>`` per hair).
+
+    Accepts ``<name>`` or ``<class>`` as the label tag, puts swapped corners in order and
+    keeps zero-width or zero-height boxes (each is still one hair).
+
+    Parameters
+    ----------
+    path : path
+        The ``.xml`` file.
+
+    Returns
+    -------
+    VocAnnotation
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not XML, not an ``<annotation>``, or an object
+        without a ``<bndbox>`` of four numbers.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_XML_BYTES:
+            raise InputError(f"{path}: annotation larger than {MAX_XML_BYTES >> 20} MB; refused")
+        root = ET.fromstring(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the annotation ({exc.strerror or exc})") from None
+    except ET.ParseError as exc:
+        raise InputError(f"{path}: not valid XML ({exc}); fix or remove the file") from None
+    if root.tag != "annotation":
+        raise InputError(f"{path}: not a Pascal VOC annotation (root <{root.tag}>)")
+    size = None
+    size_node = root.find("size")
+    if size_node is not None:
+        try:
+            size = (int(size_node.findtext("height", "")), int(size_node.findtext("width", "")))
+        except ValueError:
+            size = None  # informative only; the boxes are what count
+    boxes = []
+    for i, obj in enumerate(root.iter("object")):
+        label = (obj.findtext("name") or obj.findtext("class") or "").strip()
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise InputError(f"{path}: object {i + 1} has no <bndbox>")
+        x0, y0, x1, y1 = (_xml_number(bnd, t, path, i) for t in ("xmin", "ymin", "xmax", "ymax"))
+        swapped = x0 > x1 or y0 > y1
+        boxes.append(
+            VocBox(label, min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), swapped=swapped)
+        )
+    return VocAnnotation(path, root.findtext("filename"), size, tuple(boxes))
+
+
+def detect_layout(data_dir: Path | str) -> str:
+    """Which annotation layout a data folder has.
+
+    Parameters
+    ----------
+    data_dir : path
+        Folder with ``images/`` and either ``masks/`` or ``annotations/``.
+
+    Returns
+    -------
+    str
+        ``"masks"`` or ``"boxes"``.
+
+    Raises
+    ------
+    InputError
+        No such folder, no ``images/``, neither or both annotation folders.
+    """
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    if not (folder / "images").is_dir():
+        raise InputError(f"{folder} has no images/ folder")
+    masks, boxes = (folder / "masks").is_dir(), (folder / "annotations").is_dir()
+    if masks and boxes:
+        raise InputError(
+            f"{folder} has both masks/ and annotations/; choose one with layout='masks' or "
+            "'boxes' (--layout)"
+        )
+    if not (masks or boxes):
+        raise InputError(
+            f"{folder} has neither masks/ (hair masks: Dice) nor annotations/ (Pascal VOC "
+            "boxes, one per hair: counts) beside images/"
+        )
+    return "masks" if masks else "boxes"
+
+
+def _iter_box_pairs(data_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """``(name, image, annotation)`` triples, and the listed names that lack a file.
+
+    Names come from ``list.txt`` when the folder has one (its order), else from
+    ``annotations/*.xml`` (sorted) that have an image.
+    """
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: no such folder")
+    images_dir, ann_dir = data_dir / "images", data_dir / "annotations"
+    if not images_dir.is_dir() or not ann_dir.is_dir():
+        raise InputError(f"{data_dir} needs images/ and annotations/ folders")
+    images = {
+        p.stem: p
+        for p in sorted(images_dir.iterdir())
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
+    listing = data_dir / "list.txt"
+    if listing.is_file():
+        names = list(dict.fromkeys(listing.read_text(encoding="utf-8").split()))
+    else:
+        names = sorted(p.stem for p in ann_dir.glob("*.xml"))
+    pairs, missing = [], []
+    for name in names:
+        xml_path = ann_dir / f"{name}.xml"
+        if name in images and xml_path.is_file():
+            pairs.append((name, images[name], xml_path))
+        else:
+            what = "image" if name not in images else "annotation"
+            log.warning("%s: no %s in %s; skipped", name, what, data_dir)
+            missing.append(name)
+    if not pairs:
+        raise InputError(
+            f"no image with a matching annotation in {data_dir} (images/NAME.jpg + "
+            "annotations/NAME.xml)"
+        )
+    return pairs, missing
+
+
+def count_errors(true: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+    """Summary of per-image count errors (predicted - true).
+
+    Parameters
+    ----------
+    true, predicted : sequence of numbers
+        Counts per image, in the same order.
+
+    Returns
+    -------
+    dict
+        ``n``; ``mae`` (mean |error| per image); ``bias`` (mean error); ``rmse``;
+        ``mean_abs_pct_error`` (mean of 100 |error| / true over the ``n_pct`` images with
+        true > 0); ``mean_true``, ``mean_predicted``. NaN where undefined (no images).
+    """
+    t = np.asarray(true, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    if t.shape != p.shape or t.ndim != 1:
+        raise InputError(f"true and predicted counts differ in shape: {t.shape} vs {p.shape}")
+    err = p - t
+    nan = float("nan")
+    pos = t > 0
+    pct = 100.0 * np.abs(err[pos]) / t[pos]
+    return {
+        "n": int(t.size),
+        "mae": float(np.mean(np.abs(err))) if t.size else nan,
+        "bias": float(np.mean(err)) if t.size else nan,
+        "rmse": float(np.sqrt(np.mean(err**2))) if t.size else nan,
+        "mean_abs_pct_error": float(np.mean(pct)) if pct.size else nan,
+        "n_pct": int(pct.size),
+        "mean_true": float(np.mean(t)) if t.size else nan,
+        "mean_predicted": float(np.mean(p)) if t.size else nan,
+    }
+
+
+@dataclass
+class BoxImageScore:
+    """One image of a box-annotated set.
+
+    Attributes
+    ----------
+    name : str
+    true_count : int
+        Number of annotated objects (boxes).
+    predicted_count : int or None
+        Hairs counted by the pipeline with the evaluation's count rule; ``None`` when
+        the image failed (see ``error``).
+    n_swapped, n_degenerate : int
+        Boxes with corners the wrong way round, and of zero width or height.
+    um_per_px : float or None
+        The scale the analysis used.
+    error : str or None
+        Why the image could not be analysed.
+    """
+
+    name: str
+    true_count: int
+    predicted_count: int | None
+    n_swapped: int = 0
+    n_degenerate: int = 0
+    um_per_px: float | None = None
+    error: str | None = None
+
+    @property
+    def count_error(self) -> int | None:
+        """Predicted - true (``None`` for a failed image)."""
+        return None if self.predicted_count is None else self.predicted_count - self.true_count
+
+
+#: Columns of :meth:`BoxEvaluation.write_csv`.
+BOX_CSV_COLUMNS = (
+    "name",
+    "true_count",
+    "predicted_count",
+    "count_error",
+    "n_swapped",
+    "n_degenerate",
+    "um_per_px",
+    "error",
+)
+
+
+@dataclass
+class BoxEvaluation:
+    """Count-based evaluation of a segmenter on box-annotated photos.
+
+    The summary covers the images analysed (``n``); failed images are listed in
+    ``per_image`` with their error and counted in ``n_failed``.
+
+    Attributes
+    ----------
+    per_image : list of BoxImageScore
+    n, n_failed : int
+    mae, bias, rmse : float
+        Hairs per image (error = predicted - true).
+    mean_abs_pct_error : float
+        Mean of 100 |error| / true over images with true > 0.
+    mean_true, mean_predicted : float
+    count_rule : str
+    segmenter : str
+        ``"unet"`` or ``"classical"``.
+    model_sha256 : str
+        '' for the classical segmenter.
+    calibration : str
+        How the scale was set (``"given 2.8 µm/px"``, ``"profile fdu-70x-quadrant"``, ...).
+    missing : list of str
+        Names in ``list.txt`` without an image or an annotation (skipped).
+    """
+
+    per_image: list[BoxImageScore]
+    n: int
+    n_failed: int
+    mae: float
+    bias: float
+    rmse: float
+    mean_abs_pct_error: float
+    mean_true: float
+    mean_predicted: float
+    count_rule: str
+    segmenter: str
+    model_sha256: str
+    calibration: str
+    missing: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per-image rows (the :data:`BOX_CSV_COLUMNS`)."""
+        return [{**dataclasses.asdict(r), "count_error": r.count_error} for r in self.per_image]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (NaN summaries become ``None``)."""
+        out = dataclasses.asdict(self)
+        out["per_image"] = self.rows()
+        for key, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = None
+        return out
+
+    def write_csv(self, path: Path | str) -> Path:
+        """Write the per-image rows as CSV (atomically)."""
+        from .report import write_csv
+
+        return write_csv(path, self.rows(), BOX_CSV_COLUMNS)
+
+
+def _calibration_text(cal: Any) -> str:
+    if cal.um_per_px is None:
+        return "none (read from a scale bar in each photo, when there is one)"
+    where = f"profile {cal.device}" if cal.source == "profile" else cal.source
+    return f"{where}: {cal.um_per_px:g} µm/px"
+
+
+def evaluate_boxes(
+    model_dir: Path | str | None,
+    data_dir: Path | str,
+    *,
+    calibration: float | str | Calibration | None = None,
+    count_rule: str = "inside",
+    progress: Callable[[int, int], None] | None = None,
+) -> BoxEvaluation:
+    """Hair counts of the full pipeline against box annotations (one box per hair).
+
+    The data folder holds ``images/NAME.jpg`` (any format trichoscan reads) and
+    ``annotations/NAME.xml`` (Pascal VOC-like, see :func:`read_voc`); a ``list.txt``
+    (one name per line) selects and orders the images when present. The true count of
+    an image is its number of objects; the predicted count is
+    :meth:`trichoscan.Pipeline.analyze`'s ``hair_count`` under ``count_rule``.
+
+    Parameters
+    ----------
+    model_dir : path, 'classical' or None
+        U-Net model folder; ``None`` for the shipped model; the word ``"classical"`` for
+        the classical segmenter (torch is then never imported).
+    data_dir : path
+        The data folder.
+    calibration : float, str or Calibration, optional
+        Scale of the photos: µm per pixel or a device profile (``"fdu-70x-quadrant"``
+        for the FDU set). Without one each photo's burned-in scale bar is used if found.
+    count_rule : {'inside', 'exit', 'visible'}
+        Default ``"inside"``: hairs lying wholly inside the field, the FDU labels'
+        convention.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each image.
+
+    Returns
+    -------
+    BoxEvaluation
+
+    Raises
+    ------
+    InputError
+        Missing folders, no image with an annotation, a corrupt annotation file, a bad
+        ``count_rule``.
+    CalibrationError
+        Unusable scale or unknown device profile.
+    ModelError
+        The U-Net cannot be loaded.
+    """
+    from .calibration import resolve_calibration
+    from .metrics import COUNT_RULES
+    from .pipeline import Pipeline, PipelineConfig
+
+    if count_rule not in COUNT_RULES:
+        raise InputError(f"count_rule must be one of {COUNT_RULES}, got {count_rule!r}")
+    cal = resolve_calibration(calibration)
+    pairs, missing = _iter_box_pairs(Path(data_dir))
+    # every annotation is read before the (slow) analyses: a corrupt file fails at once
+    truths = [read_voc(xml_path) for _, _, xml_path in pairs]
+    classical = _is_classical(model_dir)
+    pipeline = Pipeline(
+        PipelineConfig(
+            segmenter=CLASSICAL if classical else "unet",
+            count_rule=count_rule,
+            model_dir=None if classical or model_dir is None else Path(model_dir),
+        )
+    )
+    scores = []
+    for i, ((name, image, _), truth) in enumerate(zip(pairs, truths, strict=True)):
+        score = BoxImageScore(name, truth.count, None, truth.n_swapped, truth.n_degenerate)
+        try:
+            result = pipeline.analyze(image, calibration=cal, source=str(image))
+            score.predicted_count = int(result.hair_count)
+            score.um_per_px = result.calibration.um_per_px
+        except TrichoscanError as exc:  # one bad photo never stops an evaluation
+            score.error = " ".join(str(exc).split())
+            log.warning("%s: %s", image, score.error)
+        scores.append(score)
+        if progress is not None:
+            progress(i + 1, len(pairs))
+    ok = [s for s in scores if s.predicted_count is not None]
+    summary = count_errors([s.true_count for s in ok], [s.predicted_count for s in ok])
+    return BoxEvaluation(
+        per_image=scores,
+        n=summary["n"],
+        n_failed=len(scores) - len(ok),
+        mae=summary["mae"],
+        bias=summary["bias"],
+        rmse=summary["rmse"],
+        mean_abs_pct_error=summary["mean_abs_pct_error"],
+        mean_true=summary["mean_true"],
+        mean_predicted=summary["mean_predicted"],
+        count_rule=count_rule,
+        segmenter=pipeline.segmenter_info.name,
+        model_sha256=pipeline.segmenter_info.weights_sha256 or "",
+        calibration=_calibration_text(cal),
+        missing=missing,
+    )
 
 
 def export_onnx(model_dir: Path | str | None, out_path: Path | str, *, opset: int = 17) -> Path:
