@@ -8,6 +8,7 @@ import pytest
 
 from trichoscan.errors import InputError
 from trichoscan.segmentation import SEGMENTERS, resolve_segmenter_name, segment_classical
+from trichoscan.segmentation.classical import ClassicalParams
 from trichoscan.segmentation.scoring import cldice, dice
 
 SKIN_LIGHT = (0.85, 0.68, 0.60)
@@ -16,6 +17,7 @@ HAIR_DARK = (0.12, 0.10, 0.10)
 HAIR_WHITE = (0.85, 0.84, 0.80)
 VESSEL_RED = (0.75, 0.25, 0.28)
 BAR_LENGTH = 120.0
+BRIDGING = ClassicalParams(bridge_widths=0.75)
 
 
 def _coverage(shape: tuple[int, int], draw: callable, supersample: int = 8) -> np.ndarray:
@@ -94,6 +96,73 @@ def test_dark_bar_with_known_scale_downsampled_path() -> None:
     mask = segment_classical(img, um_per_px=0.5)
     assert np.count_nonzero(mask & (cov == 0)) <= 0.01 * np.count_nonzero(cov)
     assert abs(np.count_nonzero(mask) / 240.0 - width) <= 1.0
+
+
+def _shaded_bar(
+    width: float, angle_deg: float, skin: tuple, hair: tuple, rim: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A cylinder-shaded bar: its rims ``rim`` darker than its axis (as rendered shafts)."""
+    cov = _bar_coverage(width, angle_deg)
+    h, w = cov.shape
+    a = np.deg2rad(angle_deg)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = ((xx - w / 2) * -np.sin(a) + (yy - h / 2) * np.cos(a)) / (width / 2)
+    colour = np.asarray(hair, np.float32) * (1 - rim * np.clip(u, -1, 1) ** 2)[..., None]
+    cov_b = cv2.GaussianBlur(cov, (0, 0), 0.7)
+    colour_b = cv2.GaussianBlur(colour * cov[..., None], (0, 0), 0.7)
+    img = np.asarray(skin, np.float32) * (1 - cov_b[..., None]) + colour_b
+    img += np.random.default_rng(seed).normal(0.0, 0.01, img.shape).astype(np.float32)
+    return cov, np.clip(img, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("width", [8.0, 14.0])
+def test_dark_bar_with_known_scale_width_within_one_px(width: float) -> None:
+    # At 5 µm/px (a typical render) the width is measured at the bar's half contrast.
+    cov = _bar_coverage(width, 25.0)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK, blur=1.0, seed=3)
+    mask = segment_classical(img, um_per_px=5.0)
+    assert np.count_nonzero(mask & (cov == 0)) <= 0.02 * np.count_nonzero(cov)
+    assert abs(np.count_nonzero(mask) / BAR_LENGTH - width) <= 1.0
+
+
+@pytest.mark.parametrize("width", [6.0, 8.0, 12.0])
+def test_shaded_blond_shaft_full_width(width: float) -> None:
+    # A blond shaft is darker than the skin only at its rims and differs from it in colour
+    # across its whole width: the mask must take the whole shaft, not its two dark rims
+    # (the dark pass alone gives about half the width here).
+    cov, img = _shaded_bar(width, 25.0, SKIN_LIGHT, (0.80, 0.66, 0.38))
+    mask = segment_classical(img, um_per_px=5.0)
+    assert np.count_nonzero(mask & (cov == 0)) == 0
+    assert abs(np.count_nonzero(mask) / BAR_LENGTH - width) <= 1.0
+
+
+def test_short_gap_in_a_hair_is_bridged() -> None:
+    # A glint or faint stretch cuts a hair in two: with bridging on, the pieces are joined
+    # along the hair; without it they stay two.
+    cov = _bar_coverage(6.0, 20.0, length=150.0)
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK, seed=5)
+    yy, xx = np.mgrid[0 : cov.shape[0], 0 : cov.shape[1]]
+    gap = np.hypot(xx - 100.0, yy - 80.0) <= 3.0
+    img[gap] = SKIN_LIGHT
+    apart = segment_classical(img, um_per_px=5.0)
+    assert cv2.connectedComponents(apart.astype(np.uint8), connectivity=8)[0] - 1 == 2
+    mask = segment_classical(img, um_per_px=5.0, params=BRIDGING)
+    n, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    assert n - 1 == 1
+    assert np.count_nonzero(mask & (cov == 0)) <= 0.02 * np.count_nonzero(cov)
+
+
+def test_parallel_hairs_side_by_side_stay_apart() -> None:
+    # Bridging runs along a hair, never across the skin between neighbouring hairs.
+    cov = np.maximum(
+        _bar_coverage(6.0, 0.0, shape=(160, 200)),
+        np.roll(_bar_coverage(6.0, 0.0, shape=(160, 200)), 11, axis=0),
+    )
+    img = _compose(cov, SKIN_LIGHT, HAIR_DARK, seed=6)
+    mask = segment_classical(img, um_per_px=5.0, params=BRIDGING)
+    n, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    assert n - 1 == 2
+    assert np.count_nonzero(mask & (cov == 0)) == 0
 
 
 @pytest.mark.parametrize("polarity", ["auto", "light"])
