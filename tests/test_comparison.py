@@ -36,6 +36,12 @@ def make_table(ends, widths, shape=SHAPE) -> HairTable:
     """Straight hairs between (x0, y0, x1, y1); the exit is end a."""
     ends = np.asarray(ends, dtype=float).reshape(-1, 4)
     n = len(ends)
+    # Each hair owns the pixels of its drawn line in the label image (as the counting
+    # core's labels), so edge-contact statistics see real hairs.
+    labels = np.zeros(shape, np.int32)
+    for k, (x0, y0, x1, y1) in enumerate(ends):
+        thick = max(1, int(round(float(np.asarray(widths, float)[k]))))
+        cv2.line(labels, (round(x0), round(y0)), (round(x1), round(y1)), k + 1, thick)
     return HairTable(
         hair_id=np.arange(1, n + 1, dtype=np.int32),
         length_px=np.hypot(ends[:, 2] - ends[:, 0], ends[:, 3] - ends[:, 1]),
@@ -46,7 +52,7 @@ def make_table(ends, widths, shape=SHAPE) -> HairTable:
         exit_end=np.full(n, "a", dtype="<U1"),
         unit_id=np.arange(1, n + 1, dtype=np.int32),
         bundle_size=np.ones(n, np.int32),
-        labels=np.zeros(shape, np.int32),
+        labels=labels,
         paths=tuple(np.array([e[:2], e[2:]]) for e in ends),
     )
 
@@ -278,3 +284,141 @@ def test_compare_rendered_zero_change_pair():
         "terminal_vellus_ratio",
         "cumulative_thickness_mm_per_cm2",
     }
+
+
+# --------------------------------------------------------------------------- magnification
+
+
+def test_a_magnification_change_between_photos_does_not_read_as_a_density_change(pair):
+    # The after photo is magnified 4 % (one device, one given scale): the same skin covers
+    # 1.04² more pixels. The overlap is one piece of skin, so the density change must be
+    # the count change alone.
+    before, after = pair
+    zoom = np.array([[1.04, 0, 0], [0, 1.04, 0]])
+
+    def registrar(b, a):
+        return Registration(True, zoom, "test", 50, 50, 0.9, 0.9)
+
+    cmp = compare_measured([MeasuredPhoto(before)], [MeasuredPhoto(after)], registrar=registrar)
+    assert cmp.before.area_cm2 == pytest.approx(cmp.after.area_cm2, rel=0.01)
+    n_b, n_a = cmp.before.hair_count, cmp.after.hair_count
+    d = cmp.changes["density_per_cm2"]
+    assert d.pct == pytest.approx(100 * (n_a / n_b - 1), abs=1.5)
+    assert any("magnification" in n for n in cmp.notes)
+
+
+# --------------------------------------------------------------------------- phototrichogram
+
+from trichoscan.comparison import (  # noqa: E402
+    GROWTH_THRESHOLD_UM,
+    Phototrichogram,
+    phototrichogram,
+    phototrichogram_measured,
+)
+
+TRI_SHAPE = (160, 320)
+TRI_SHIFT = np.array([[1.0, 0, 6], [0, 1, 4]])
+
+
+def _drawn(ends: list[tuple[float, float, float, float]], width: int = 5):
+    """A hair table and its mask: straight hairs, exit at end a."""
+    mask = np.zeros(TRI_SHAPE, np.uint8)
+    for x0, y0, x1, y1 in ends:
+        cv2.line(mask, (round(x0), round(y0)), (round(x1), round(y1)), 1, width)
+    table = make_table(ends, [width] * len(ends), shape=TRI_SHAPE)
+    return table, mask.astype(bool)
+
+
+@pytest.fixture
+def trichogram_pair() -> tuple[MeasuredPhoto, MeasuredPhoto]:
+    # Four clipped hairs (30-40 px = 150-200 µm at 5 µm/px); on the after photo (shifted by
+    # (6, 4)) hairs 0 and 1 grew by 80 px (400 µm) along their shafts, 2 and 3 did not.
+    cal = Calibration(5.0)
+    before_ends = [(40, 40, 70, 40), (40, 100, 70, 110), (180, 60, 180, 100), (250, 120, 280, 90)]
+    grow = [80, 80, 0, 0]
+    after_ends = []
+    for (x0, y0, x1, y1), g in zip(before_ends, grow, strict=True):
+        d = np.array([x1 - x0, y1 - y0], float)
+        tip = np.array([x1, y1]) + g * d / np.hypot(*d)
+        after_ends.append((x0 + 6, y0 + 4, tip[0] + 6, tip[1] + 4))
+    field = np.ones(TRI_SHAPE, bool)
+    tb, mb = _drawn(before_ends)
+    ta, ma = _drawn(after_ends)
+    before = summarize(tb, field, cal, mask=mb)
+    after = summarize(ta, field, cal, mask=ma)
+    return MeasuredPhoto(before, key="b"), MeasuredPhoto(after, key="a")
+
+
+def test_phototrichogram_by_hand(trichogram_pair):
+    b, a = trichogram_pair
+    reg = Registration(True, TRI_SHIFT, "test", 50, 50, 0.9, 0.9)
+    tg = phototrichogram_measured(b, a, days=2.0, registration=reg)
+    assert isinstance(tg, Phototrichogram) and tg.registered
+    assert tg.n_counted == 4 and tg.n_measured == 4
+    growth = {h.before_index: h.growth_um for h in tg.hairs}
+    assert growth[0] == pytest.approx(400, abs=15) and growth[1] == pytest.approx(400, abs=15)
+    assert abs(growth[2]) < 15 and abs(growth[3]) < 15
+    assert [h.anagen for h in sorted(tg.hairs, key=lambda h: h.before_index)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert {h.after_index for h in tg.hairs} == {0, 1, 2, 3}
+    assert (tg.n_anagen, tg.n_telogen) == (2, 2)
+    assert tg.anagen_fraction.value == 0.5
+    assert tg.anagen_telogen_ratio.value == 1.0
+    assert tg.growth_rate_mm_per_day.value == pytest.approx(0.2, abs=0.01)  # 400 µm / 2 days
+    rate = tg.growth_rate_mm_per_day
+    assert rate.low <= rate.value <= rate.high
+    assert 0.0 <= tg.anagen_fraction.low <= 0.5 <= tg.anagen_fraction.high <= 1.0
+    data = tg.to_dict()
+    assert data["n_measured"] == 4 and len(data["hairs"]) == 4
+    assert data["threshold_um"] == GROWTH_THRESHOLD_UM
+    again = phototrichogram_measured(b, a, days=2.0, registration=reg)
+    assert again.to_dict() == data  # fixed bootstrap seed
+
+
+def test_phototrichogram_threshold_and_unregistered_and_bad_days(trichogram_pair):
+    b, a = trichogram_pair
+    reg = Registration(True, TRI_SHIFT, "test", 50, 50, 0.9, 0.9)
+    strict = phototrichogram_measured(b, a, days=2.0, registration=reg, growth_threshold_um=500)
+    assert strict.n_anagen == 0 and strict.anagen_telogen_ratio.value == 0.0
+    assert strict.growth_rate_mm_per_day.value is None  # no anagen hair
+    failed = phototrichogram_measured(
+        b, a, days=2.0, registration=Registration(False, reason="too few image features")
+    )
+    assert not failed.registered and failed.hairs == ()
+    assert failed.anagen_fraction.value is None and "too few" in failed.notes[0]
+    with pytest.raises(InputError):
+        phototrichogram_measured(b, a, days=0.0, registration=reg)
+
+
+@pytest.mark.slow
+def test_phototrichogram_of_a_rendered_pair():
+    # Clipped stubs leave many bundles and edge-cut hairs unmeasured: a larger field.
+    from trichoscan.synth import PairConfig, render_pair
+
+    scene = synth.SynthConfig(
+        height=640,
+        width=800,
+        um_per_px=(8.0, 8.0),
+        density_per_cm2=(180.0, 200.0),
+        p_unshaved=0.0,
+        hair_colours=("black",),
+        hair_colour_weights=(1.0,),
+    )
+    pair = render_pair(5, PairConfig(scene=scene, kind="trichogram"))
+    truth = pair.trichogram_truth()
+    tg = phototrichogram(
+        pair.before.image,
+        pair.after.image,
+        days=pair.days,
+        calibration=pair.nominal_um_per_px,
+        segmenter="classical",
+    )
+    assert tg.registered, tg.notes
+    assert tg.n_measured >= 8
+    rate = tg.growth_rate_mm_per_day.value
+    assert rate == pytest.approx(truth["growth_rate_mm_per_day"], rel=0.25)
+    assert tg.anagen_fraction.value == pytest.approx(truth["anagen_fraction"], abs=0.3)

