@@ -7,7 +7,11 @@ mean-width bias, class-count errors and exit-end accuracy. When ../shared/data/f
 present it scores the FDU val split with ``count_rule="inside"``, and prints realism
 statistics of renders at 2.78 µm/px beside FDU val photos.
 
-Run by hand:  python benchmarks/accuracy.py [--n 200] [--segmenter classical] [--json out.json]
+Several segmenters are scored side by side (``--segmenter classical,unet``); the renders
+also give each segmenter's Dice and clDice against the true masks. ``--change`` adds the
+before/after section (``accuracy_change.py``: same-site pairs from the reserved change range).
+
+Run by hand:  python benchmarks/accuracy.py [--n 200] [--segmenter classical,unet] [--change]
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import json
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -90,6 +93,10 @@ def evaluate_seed(args: tuple[int, str, dict]) -> dict:
         render.image, calibration=render.um_per_px, segmenter=segmenter, count_rule="exit"
     )
     seconds = time.perf_counter() - t0
+    from trichoscan.segmentation.scoring import cldice, dice
+
+    # Mask scores inside the true field, on the mask the counting used.
+    pred, true_mask = result.mask & render.field_mask, render.mask & render.field_mask
     truth = render.truth_dict()
     hairs = render.hairs
     true_counts = {
@@ -130,6 +137,8 @@ def evaluate_seed(args: tuple[int, str, dict]) -> dict:
         ),
         "class_abs_err": {c: abs(found_classes[c] - true_classes[c]) for c in true_classes},
         "true_exit_count": true_counts["exit"],
+        "dice": float(dice(pred, true_mask)),
+        "cldice": float(cldice(pred, true_mask)),
         **exit_end_scores(result, render),
     }
 
@@ -162,6 +171,8 @@ def summarise_rows(records: list[dict]) -> list[str]:
     one_cut_right = sum(x["one_cut_right"] for x in records)
     return [
         str(len(records)),
+        f"{np.mean([x['dice'] for x in records]):.3f} / "
+        f"{np.mean([x['cldice'] for x in records]):.3f}",
         fmt(med["exit"]),
         fmt(bias, "+.1f"),
         fmt(med["inside"]),
@@ -177,6 +188,7 @@ def summarise_rows(records: list[dict]) -> list[str]:
 RENDER_HEADERS = [
     "stratum",
     "photos",
+    "Dice / clDice",
     "count err % (exit, median abs)",
     "count bias % (exit)",
     "count err % (inside)",
@@ -196,15 +208,17 @@ def run_renders(n: int, segmenter: str, workers: int) -> list[dict]:
         return list(pool.map(evaluate_seed, [(s, segmenter, config) for s in seeds]))
 
 
-def print_render_tables(records: list[dict]) -> None:
-    rows = [["all", *summarise_rows(records)]]
+def print_render_tables(by_segmenter: dict[str, list[dict]]) -> None:
+    """One row per segmenter overall, then per stratum (segmenters side by side)."""
+    headers = ["segmenter", *RENDER_HEADERS]
+    rows = [[name, "all", *summarise_rows(recs)] for name, recs in by_segmenter.items()]
     for key in ("hair colour", "skin tone", "scale", "density"):
-        groups: dict[str, list[dict]] = defaultdict(list)
-        for rec in records:
-            groups[rec["stratum"][key]].append(rec)
-        for value in sorted(groups):
-            rows.append([f"{key}: {value}", *summarise_rows(groups[value])])
-    print_table(RENDER_HEADERS, rows)
+        values = sorted({rec["stratum"][key] for recs in by_segmenter.values() for rec in recs})
+        for value in values:
+            for name, recs in by_segmenter.items():
+                group = [rec for rec in recs if rec["stratum"][key] == value]
+                rows.append([name, f"{key}: {value}", *summarise_rows(group)])
+    print_table(headers, rows)
 
 
 # --------------------------------------------------------------------------- FDU val
@@ -235,11 +249,23 @@ def run_fdu(segmenter: str, workers: int) -> list[dict] | None:
         return list(pool.map(evaluate_fdu_image, [(p, segmenter) for p in images]))
 
 
-def print_fdu_table(records: list[dict], segmenter: str) -> None:
+def fdu_row(records: list[dict], segmenter: str) -> list[str]:
     ok = [r for r in records if r["found"] is not None]
     err = np.array([r["found"] - r["true"] for r in ok], dtype=float)
     true = np.array([r["true"] for r in ok], dtype=float)
     pct = 100.0 * err[true > 0] / true[true > 0]
+    return [
+        segmenter,
+        str(len(ok)),
+        str(len(records) - len(ok)),
+        fmt(float(np.mean(np.abs(err))), ".2f"),
+        fmt(float(np.mean(np.abs(pct))), ".1f"),
+        fmt(float(np.mean(err)), "+.2f"),
+        fmt(float(np.mean(true)), ".1f"),
+    ]
+
+
+def print_fdu_table(by_segmenter: dict[str, list[dict]]) -> None:
     print_table(
         [
             "segmenter",
@@ -250,17 +276,7 @@ def print_fdu_table(records: list[dict], segmenter: str) -> None:
             "bias / photo",
             "mean true count",
         ],
-        [
-            [
-                segmenter,
-                str(len(ok)),
-                str(len(records) - len(ok)),
-                fmt(float(np.mean(np.abs(err))), ".2f"),
-                fmt(float(np.mean(np.abs(pct))), ".1f"),
-                fmt(float(np.mean(err)), "+.2f"),
-                fmt(float(np.mean(true)), ".1f"),
-            ]
-        ],
+        [fdu_row(recs, name) for name, recs in by_segmenter.items()],
     )
 
 
@@ -280,12 +296,13 @@ def run_patches(segmenter: str) -> list[tuple[float, float]] | None:
     return scores
 
 
-def print_patch_table(scores: list[tuple[float, float]], segmenter: str) -> None:
-    d, c = np.array(scores).T
-    print_table(
-        ["segmenter", "patches", "Dice (mean)", "clDice (mean)"],
-        [[segmenter, str(len(scores)), fmt(float(d.mean()), ".3f"), fmt(float(c.mean()), ".3f")]],
-    )
+def print_patch_table(by_segmenter: dict[str, list[tuple[float, float]]]) -> None:
+    rows = []
+    for name, scores in by_segmenter.items():
+        d, c = np.array(scores).T
+        dice_mean, cldice_mean = fmt(float(d.mean()), ".3f"), fmt(float(c.mean()), ".3f")
+        rows.append([name, str(len(scores)), dice_mean, cldice_mean])
+    print_table(["segmenter", "patches", "Dice (mean)", "clDice (mean)"], rows)
 
 
 # --------------------------------------------------------------------------- realism
@@ -345,35 +362,57 @@ def print_realism(n: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="rendered test photos")
-    parser.add_argument("--segmenter", default="classical")
+    parser.add_argument(
+        "--segmenter", default="classical", help="comma-separated, e.g. classical,unet"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-fdu", action="store_true")
     parser.add_argument("--realism-n", type=int, default=12)
+    parser.add_argument("--change", action="store_true", help="add the before/after section")
     parser.add_argument("--json", type=Path, help="also write the raw records here")
     args = parser.parse_args(argv)
+    segmenters = [s.strip() for s in args.segmenter.split(",") if s.strip()]
 
     print(f"# trichoscan {trichoscan.__version__} accuracy, renderer {synth.RENDERER_VERSION}")
-    print(f"machine: {machine()}; segmenter: {args.segmenter}\n")
+    print(f"machine: {machine()}; segmenters: {', '.join(segmenters)}")
+    for name in segmenters:
+        info = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter=name)).segmenter_info
+        sha = f", weights sha256 {info.weights_sha256[:12]}" if info.weights_sha256 else ""
+        print(f"- {name}: ran {info.name}{sha}")
+    print()
     t0 = time.perf_counter()
-    records = run_renders(args.n, args.segmenter, args.workers)
+    renders = {name: run_renders(args.n, name, args.workers) for name in segmenters}
     print(f"## Rendered test set (seeds {seed_range('accuracy').start}+, 640x512)\n")
-    print_render_tables(records)
-    print(
-        f"\nmedian analyse time per render: {np.median([r['seconds'] for r in records]):.3f} s"
-        f" ({time.perf_counter() - t0:.0f} s total)\n"
-    )
-    fdu = None if args.no_fdu else run_fdu(args.segmenter, args.workers)
+    print_render_tables(renders)
+    for name, records in renders.items():
+        print(
+            f"\n{name}: median analyse time per render "
+            f"{np.median([r['seconds'] for r in records]):.3f} s"
+        )
+    print(f"({time.perf_counter() - t0:.0f} s total)\n")
+    fdu = None
+    if not args.no_fdu:
+        fdu = {name: run_fdu(name, args.workers) for name in segmenters}
+        if any(v is None for v in fdu.values()):
+            fdu = None
     if fdu is not None:
         print("## FDU val (real 70x photos, count_rule='inside', device fdu-70x-quadrant)\n")
-        print_fdu_table(fdu, args.segmenter)
-        patches = run_patches(args.segmenter)
-        if patches:
+        print_fdu_table(fdu)
+        patches = {name: run_patches(name) for name in segmenters}
+        if all(patches.values()):
             print("\n## Real scalp patches (80 hand-traced masks, scale unknown)\n")
-            print_patch_table(patches, args.segmenter)
+            print_patch_table(patches)
         print("\n## Realism: renders vs FDU val\n")
         print_realism(args.realism_n)
+    if args.change:
+        import accuracy_change
+
+        print("\n## Before/after change (same-site rendered pairs)\n")
+        for name in segmenters:
+            print(f"### segmenter: {name}\n")
+            print(accuracy_change.run(30, 10, 10, name, args.workers))
     if args.json:
-        args.json.write_text(json.dumps({"renders": records, "fdu": fdu}, indent=1))
+        args.json.write_text(json.dumps({"renders": renders, "fdu": fdu}, indent=1))
 
 
 if __name__ == "__main__":

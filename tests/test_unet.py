@@ -2,7 +2,7 @@
 and the shipped weights against their model card.
 
 Tiny networks (4 base channels, depth 2) and tiny images keep the whole file fast. The
-shipped-weights check re-scores the card's ``evaluation.fixture`` (eight 256x320 renders,
+shipped-weights check re-scores the card's ``evaluation.fixture`` (eight 512x640 renders,
 seconds); a card without it is checked on its 50 dev renders (about a minute).
 """
 
@@ -317,7 +317,7 @@ def test_export_onnx_needs_onnx(model_dir, tmp_path):
 def _card_reproduced(model_dir: Path) -> tuple[float, float, float, float, float]:
     """Re-score a model as its card says; ``(dice, card dice, cldice, card cldice, tol)``.
 
-    Uses the card's ``evaluation.fixture`` (eight 256x320 renders: seconds) when it has
+    Uses the card's ``evaluation.fixture`` (eight 512x640 renders: seconds) when it has
     one, else its dev renders (``evaluation.dev_renders``, seeds from the card: slower).
     The tolerance is the card's; cards written before cards stated one fall back to the
     recipe's ±0.02 (``benchmarks/train_shipped_model.toml``).

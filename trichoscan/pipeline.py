@@ -93,7 +93,7 @@ class Pipeline:
             from .segmentation import unet  # a given model folder decides, not the shipped one
 
             self._segmenter_name = (
-                "unet" if unet.weights_available(self.config.model_dir) else "classical"
+                "unet" if unet.auto_choice(self.config.model_dir)[0] else "classical"
             )
         self._model: Any = None
         self.segmenter_info = SegmenterInfo(self._segmenter_name, requested=self.config.segmenter)
@@ -107,11 +107,12 @@ class Pipeline:
         elif self.config.segmenter.strip().lower() == "auto":
             import importlib.util
 
-            why = (
-                "torch is not installed (pip install 'trichoscan[model]')"
-                if importlib.util.find_spec("torch") is None
-                else "U-Net weights not installed"
-            )
+            from .segmentation import unet
+
+            if importlib.util.find_spec("torch") is None:
+                why = "torch is not installed (pip install 'trichoscan[model]')"
+            else:
+                why = unet.auto_choice(self.config.model_dir)[1] or "U-Net weights not installed"
             note = f"{why}; used the classical segmenter"
             logger.info(note)
             self.segmenter_info = SegmenterInfo("classical", requested="auto", note=note)

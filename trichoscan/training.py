@@ -91,7 +91,7 @@ LOG_FILE = "train_log.jsonl"
 #: The small rendered fixture set (development seeds, inclusive range, height x width)
 #: whose Dice/clDice every card records, so installed weights can be re-checked in seconds.
 FIXTURE_SEEDS = (99_900, 99_907)
-FIXTURE_SIZE = (256, 320)
+FIXTURE_SIZE = (512, 640)
 FIXTURE_UM_PER_PX = (2.5, 9.0)
 #: How far a re-run may differ from a card's Dice/clDice (other torch thread counts, BLAS
 #: or CPU vs CUDA flip a few pixels right at the threshold); written into every card.
@@ -987,7 +987,7 @@ def _fixture_scores(model: unet.UNetSegmenter) -> dict[str, Any]:
 def fixture_evaluation(model_dir: Path | str | None, *, device: str | None = None) -> dict:
     """Dice and clDice of a model on the rendered fixture set (:data:`FIXTURE_SEEDS`).
 
-    Eight 256 x 320 renders from the development seed range, scale 2.5–9 µm/px, scored
+    Eight 512 x 640 renders from the development seed range, scale 2.5–9 µm/px, scored
     inside the analysable field: a few seconds on a CPU. Every model trained with dev
     renders records this block as ``evaluation.fixture`` in its card, and a test checks
     that the installed weights still reproduce it within ``tolerance``.

@@ -1,7 +1,8 @@
 """Hair segmenters: the classical baseline and the U-Net, chosen by name.
 
-``"auto"`` picks the U-Net when its weights are installed and the classical segmenter
-otherwise; the U-Net module (and torch) is imported only when asked about.
+``"auto"`` picks the U-Net when its weights are installed (and its model card does not
+mark it unfit for automatic use) and the classical segmenter otherwise; the U-Net module
+(and torch) is imported only when asked about.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _unet_weights_available() -> bool:
     except ImportError:
         return False
     try:
-        return bool(unet.weights_available())
+        return bool(unet.auto_choice()[0])
     except AttributeError:
         return False
 
@@ -43,7 +44,7 @@ def resolve_segmenter_name(name: str) -> str:
     -------
     str
         ``"unet"`` or ``"classical"``; ``"auto"`` becomes ``"unet"`` when its weights are
-        installed and ``"classical"`` otherwise.
+        installed and its card allows automatic use, and ``"classical"`` otherwise.
 
     Raises
     ------

@@ -483,6 +483,31 @@ def weights_available(model_dir: Path | str | None = None) -> bool:
     )
 
 
+def auto_choice(model_dir: Path | str | None = None) -> tuple[bool, str]:
+    """Whether ``segmenter="auto"`` may pick this model, and why not when it may not.
+
+    A card may say ``"auto": {"eligible": false, "reason": ...}``: the weights work and
+    ``segmenter="unet"`` runs them, but they lost to the classical segmenter where it
+    matters (real photos), so ``"auto"`` keeps the classical one. Cards without the block
+    (e.g. a researcher's own fine-tuned model) are eligible. Cheap: reads the card only.
+
+    Returns
+    -------
+    (bool, str)
+        Eligibility and the reason ('' when eligible or when there is no model at all).
+    """
+    if not weights_available(model_dir):
+        return False, ""
+    try:
+        card = json.loads((_model_dir(model_dir) / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True, ""  # load_model reports a broken card properly
+    block = card.get("auto") if isinstance(card, dict) else None
+    if isinstance(block, dict) and block.get("eligible") is False:
+        return False, str(block.get("reason") or "the model card marks it not for auto use")
+    return True, ""
+
+
 def _read_card(folder: Path) -> dict[str, Any]:
     card_path = folder / CARD_FILE
     if not folder.is_dir():
