@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -34,6 +35,8 @@ import trichoscan  # noqa: E402
 from trichoscan import synth  # noqa: E402
 
 FDU_UM_PER_PX = "fdu-70x-quadrant"
+#: Workers are spawned, not forked: a fork after torch has started its threads can hang.
+SPAWN = multiprocessing.get_context("spawn")
 HAIR_CLASSES = ("vellus", "intermediate", "terminal")
 
 
@@ -204,7 +207,7 @@ RENDER_HEADERS = [
 def run_renders(n: int, segmenter: str, workers: int) -> list[dict]:
     seeds = list(seed_range("accuracy"))[:n]
     config = {"height": 512, "width": 640}
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, mp_context=SPAWN) as pool:
         return list(pool.map(evaluate_seed, [(s, segmenter, config) for s in seeds]))
 
 
@@ -245,7 +248,7 @@ def run_fdu(segmenter: str, workers: int) -> list[dict] | None:
     if not val.is_dir():
         return None
     images = [val / "images" / f"{name}.jpg" for name in (val / "list.txt").read_text().split()]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, mp_context=SPAWN) as pool:
         return list(pool.map(evaluate_fdu_image, [(p, segmenter) for p in images]))
 
 

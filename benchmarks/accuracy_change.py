@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -479,7 +480,7 @@ def run(
     jobs += [_Job("trichogram", k, None, segmenter, dev) for k in range(n_trichogram)]
     t0 = time.perf_counter()
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows = list(pool.map(_run_job, jobs))
     else:
         rows = []
