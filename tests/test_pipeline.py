@@ -136,3 +136,24 @@ def test_no_hairs_gives_zero_not_garbage():
     assert result.hair_count == 0
     assert result.density_per_cm2 == 0.0
     assert result.mean_width_um is None
+
+
+def test_auto_follows_the_model_cards_auto_block(tmp_path):
+    """A card marked not for automatic use keeps 'auto' on the classical segmenter."""
+    import json
+
+    from trichoscan.segmentation import unet
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.pt").write_bytes(b"not loaded by auto_choice")
+    card = {"format": "trichoscan-unet"}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    assert unet.auto_choice(folder) == (True, "")
+    card["auto"] = {"eligible": False, "reason": "loses on real photos"}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    assert unet.auto_choice(folder) == (False, "loses on real photos")
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="auto", model_dir=folder))
+    assert pipe.segmenter_info.name == "classical"
+    assert pipe.segmenter_info.note.startswith("loses on real photos")
+    assert unet.auto_choice(tmp_path / "nothing") == (False, "")
