@@ -134,3 +134,34 @@ def test_synth_command_writes_truth(tmp_path):
     mask = cv2.imread(str(tmp_path / "synth_000005_mask.png"), cv2.IMREAD_GRAYSCALE)
     assert mask.shape == (128, 160)
     assert np.unique(mask).size <= 2
+
+
+def test_trichogram_command_reports_growth(tmp_path):
+    """A rendered clipped site 2-3 days apart: growth rate and anagen counts printed."""
+    from trichoscan import synth
+
+    scene = synth.SynthConfig(
+        height=480,
+        width=600,
+        um_per_px=(8.0, 8.0),
+        density_per_cm2=(180.0, 200.0),
+        hair_colours=("black",),
+        hair_colour_weights=(1.0,),
+        p_unshaved=0.0,
+    )
+    pair = synth.render_pair(5, synth.PairConfig(scene=scene, kind="trichogram"))
+    paths = synth.write_pair(pair, tmp_path, "site", fmt="png")
+    days = float(pair.truth_dict()["days"])
+    out_json = tmp_path / "tg.json"
+    args = ["trichogram", str(paths["before"]), str(paths["after"]), "--days", str(days)]
+    result = runner.invoke(
+        app, [*args, "--um-per-px", "8", "--segmenter", "classical", "--json", str(out_json)]
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    assert "growth rate:" in result.output and "mm/day" in result.output
+    data = json.loads(out_json.read_text())
+    assert data["n_measured"] >= 1
+    assert data["n_anagen"] + data["n_telogen"] == data["n_measured"]
+    # No scale: refused with a usage error, not a guess.
+    no_scale = runner.invoke(app, args)
+    assert no_scale.exit_code == 2

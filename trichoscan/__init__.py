@@ -20,7 +20,7 @@ from .errors import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .calibration import Calibration
-    from .comparison import Comparison, compare
+    from .comparison import Comparison, Phototrichogram, compare, phototrichogram
     from .counting import HairTable, count_hairs
     from .metrics import Analysis, WidthCutoffs
     from .pipeline import Pipeline, PipelineConfig, analyze, segment
@@ -32,6 +32,8 @@ __all__ = [
     "count_hairs",
     "compare",
     "Comparison",
+    "phototrichogram",
+    "Phototrichogram",
     "Pipeline",
     "PipelineConfig",
     "Analysis",
@@ -57,6 +59,8 @@ _LAZY = {
     "Calibration": "calibration",
     "compare": "comparison",
     "Comparison": "comparison",
+    "phototrichogram": "comparison",
+    "Phototrichogram": "comparison",
 }
 
 

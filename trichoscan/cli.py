@@ -397,6 +397,68 @@ def compare(
 
 
 @app.command()
+def trichogram(
+    before: Annotated[Path, typer.Argument(help="Photo of the clipped site, day 0.")],
+    after: Annotated[Path, typer.Argument(help="The same site DAYS later.")],
+    days: Annotated[float, typer.Option(help="Days between the photos (typically 2-3).")],
+    um_per_px: Annotated[float | None, typer.Option("--um-per-px")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    segmenter: Annotated[str, typer.Option(help="auto, classical or unet.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the per-hair result as JSON.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Phototrichogram: per-hair growth, anagen/telogen ratio and growth rate (95 % CIs)."""
+    _setup_logging(verbose)
+    import json
+
+    from .comparison import phototrichogram
+    from .report import write_atomic
+
+    if um_per_px is not None and device is not None:
+        raise _fail("give either --um-per-px or --device, not both", EXIT_USAGE)
+    if um_per_px is None and device is None:
+        raise _fail("a phototrichogram needs a scale: give --um-per-px or --device", EXIT_USAGE)
+    for path in (before, after):
+        if not path.is_file():
+            raise _fail(f"{path}: no such photo")
+    try:
+        result = phototrichogram(
+            str(before),
+            str(after),
+            days=days,
+            calibration=um_per_px if device is None else device,
+            segmenter=segmenter,
+        )
+    except TrichoscanError as exc:
+        raise _fail(str(exc)) from None
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
+
+    def show(label: str, e, unit: str, fmt: str) -> None:
+        if e.value is None:
+            typer.echo(f"{label}: n/a")
+            return
+        ci = "" if e.low is None else f" (95 % CI {e.low:{fmt}} to {e.high:{fmt}})"
+        typer.echo(f"{label}: {e.value:{fmt}}{unit}{ci}")
+
+    typer.echo(
+        f"{result.n_measured} of {result.n_counted} counted hairs measured: "
+        f"{result.n_anagen} anagen, {result.n_telogen} telogen"
+    )
+    show("anagen fraction", result.anagen_fraction, "", ".2f")
+    show("anagen/telogen ratio", result.anagen_telogen_ratio, "", ".2f")
+    show("growth rate", result.growth_rate_mm_per_day, " mm/day", ".3f")
+    if json_out is not None:
+        try:
+            write_atomic(json_out, json.dumps(result.to_dict(), indent=2).encode("utf-8"))
+        except OSError as exc:
+            raise _fail(f"cannot write {json_out}: {exc.strerror or exc}") from None
+    raise typer.Exit(EXIT_OK if result.n_measured else EXIT_FAILED)
+
+
+@app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of photos.")] = 10,
