@@ -626,10 +626,12 @@ def _relabel_by_first_pixel(
 
     Returns
     -------
-    flat : ndarray
+    grouped : ndarray
         Flat indices of all labelled pixels grouped by the new id, raster order inside.
     offsets : (n + 1,) ndarray
         Start of each component in ``flat``.
+    ids : ndarray
+        New id of each input pixel (input order).
     """
     lab = labels.ravel()[flat.astype(np.intp)]
     first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
@@ -642,7 +644,7 @@ def _relabel_by_first_pixel(
     counts = np.bincount(new, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return flat[srt], offsets
+    return flat[srt], offsets, new
 
 
 def _skeleton_graph(skel: np.ndarray, skel_pix: np.ndarray) -> _Graph:
@@ -655,27 +657,20 @@ def _skeleton_graph(skel: np.ndarray, skel_pix: np.ndarray) -> _Graph:
     junc = ((deg >= 3) & (skel > 0)).view(np.uint8)
     bran = skel - junc
     nj, lab = cv2.connectedComponents(junc, connectivity=8, ltype=cv2.CV_32S)
-    cpix, coff = _relabel_by_first_pixel(skel_pix[is_junc].astype(np.int64), lab, nj - 1)
+    jflat = skel_pix[is_junc].astype(np.int64)
+    cpix, coff, jid = _relabel_by_first_pixel(jflat, lab, nj - 1)
     nbr, lab = cv2.connectedComponents(bran, connectivity=8, ltype=cv2.CV_32S)
-    bpix, boff = _relabel_by_first_pixel(skel_pix[~is_junc].astype(np.int64), lab, nbr - 1)
+    bflat = skel_pix[~is_junc].astype(np.int64)
+    bpix, boff, brid = _relabel_by_first_pixel(bflat, lab, nbr - 1)
     del lab, deg
     nb = nbr - 1
-    nc = nj - 1
-    # id maps (padded by one pixel so neighbour look-ups never leave the array)
-    wp = w + 2
-    bid = np.full((h + 2) * wp, -1, dtype=np.int32)
-    cid = np.full((h + 2) * wp, -1, dtype=np.int32)
-    bpad = _pad_index(bpix, w)
-    cpad = _pad_index(cpix, w)
-    bid[bpad] = np.repeat(np.arange(nb), np.diff(boff))
-    cid[cpad] = np.repeat(np.arange(nc), np.diff(coff))
-    offs = np.array([dy * wp + dx for dy, dx in _OFFSETS8], dtype=np.int64)
+    # id look-ups by binary search in the raster-sorted pixel lists: no full-image id maps
+    bids = _PixelIds(bflat, brid, (h, w))
+    cids = _PixelIds(jflat, jid, (h, w))
     # branch degree of each branch pixel
-    bdeg = np.zeros(bpad.shape[0], dtype=np.int64)
-    for o in offs:
-        bdeg += bid[bpad + o] >= 0
-    order, is_cycle = _order_branches(bran, bpix, boff, bpad, bdeg, bid, offs, w)
-    end_cluster = _attach_ends(order, boff, cid, offs, w, nb)
+    bdeg = _neighbour_count(bran).ravel()[bpix].astype(np.int64)
+    order, is_cycle = _order_branches(bran, bpix, boff, bdeg, bids, w)
+    end_cluster = _attach_ends(order, boff, cids, nb)
     return _Graph(
         shape=(h, w),
         order=order,
@@ -687,6 +682,29 @@ def _skeleton_graph(skel: np.ndarray, skel_pix: np.ndarray) -> _Graph:
     )
 
 
+class _PixelIds:
+    """Component id of skeleton pixels, found by binary search in a raster-sorted list."""
+
+    def __init__(self, flat: np.ndarray, ids: np.ndarray, shape: tuple[int, int]) -> None:
+        self.flat = flat  # ascending flat indices
+        self.ids = ids.astype(np.int64)
+        self.shape = shape
+
+    def at(self, flat: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
+        """Id of the pixel at offset (dy, dx) from each pixel ``flat``; -1 where none."""
+        h, w = self.shape
+        y = flat // w + dy
+        x = flat % w + dx
+        q = y * w + x
+        inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        n = self.flat.shape[0]
+        if n == 0:
+            return np.full(flat.shape[0], -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.flat, q), n - 1)
+        hit = inside & (self.flat[pos] == q)
+        return np.where(hit, self.ids[pos], -1)
+
+
 def _pad_index(flat: np.ndarray, w: int) -> np.ndarray:
     """Flat indices of an (H, W) image -> flat indices of the image padded by one pixel."""
     return flat + 2 * (flat // w) + (w + 2) + 1
@@ -696,10 +714,8 @@ def _order_branches(
     bran: np.ndarray,
     bpix: np.ndarray,
     boff: np.ndarray,
-    bpad: np.ndarray,
     bdeg: np.ndarray,
-    bid: np.ndarray,
-    offs: np.ndarray,
+    bids: _PixelIds,
     w: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order the pixels of each branch along its path.
@@ -733,7 +749,7 @@ def _order_branches(
     flat = pts[:, 1] * w + pts[:, 0]
     coff = np.zeros(lens.shape[0] + 1, dtype=np.int64)
     np.cumsum(lens, out=coff[1:])
-    cont_branch = bid[_pad_index(flat[coff[:-1]], w)]
+    cont_branch = bids.at(flat[coff[:-1]])
     point_contour = np.repeat(np.arange(lens.shape[0]), lens)
     hit = np.flatnonzero(flat == start[cont_branch[point_contour]])
     cont_of_hit = point_contour[hit]
@@ -759,9 +775,7 @@ def _order_branches(
 def _attach_ends(
     order: np.ndarray,
     boff: np.ndarray,
-    cid: np.ndarray,
-    offs: np.ndarray,
-    w: int,
+    cids: _PixelIds,
     nb: int,
 ) -> np.ndarray:
     """Cluster attached to each branch end (-1 when the end is a free tip).
@@ -774,12 +788,10 @@ def _attach_ends(
         return end_cluster
     first = order[boff[:-1]]
     last = order[boff[1:] - 1]
-    pf = _pad_index(first, w)
-    pl = _pad_index(last, w)
     single = (boff[1:] - boff[:-1]) == 1
-    for o in offs:  # offsets ascend in raster order
-        cf = cid[pf + o]
-        cl = cid[pl + o]
+    for dy, dx in _OFFSETS8:  # offsets ascend in raster order
+        cf = cids.at(first, dy, dx)
+        cl = cids.at(last, dy, dx)
         multi = ~single
         sel = multi & (cf >= 0)
         end_cluster[sel, 0] = cf[sel]
@@ -870,7 +882,14 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
         c1, c2 = int(ec[b, 0]), int(ec[b, 1])
         rsum = radius0[c1] + radius0[c2]
         merge = n_b[b] <= MERGE_FACTOR * rsum
-        if not merge and c1 != c2 and n_b[b] <= BRIDGE_MAX_FACTOR * rsum:
+        if (
+            not merge
+            and c1 != c2
+            and n_b[b] <= BRIDGE_MAX_FACTOR * rsum
+            # cheap pre-check of the three-ends condition before the full test
+            and len(ends_at0[c1]) == 3
+            and len(ends_at0[c2]) == 3
+        ):
             merge = _is_crossing_bridge(g, ef, b, ends_at0[c1], ends_at0[c2], centre_orig, radius0)
         if merge:
             absorbed[b] = True
@@ -1189,6 +1208,96 @@ def _raw_points(g: _Graph, t: _Topology, hair: _Hair) -> tuple[np.ndarray, np.nd
     return xy, src
 
 
+def _all_raw_points(
+    g: _Graph, t: _Topology, hairs: list[_Hair]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw points of all hair paths at once (see :func:`_raw_points`), concatenated.
+
+    One gather over all path elements replaces many small per-hair array operations.
+
+    Returns
+    -------
+    xy : (k, 2) float64
+    src : (k,) int64
+        As :func:`_raw_points`, all hairs concatenated in order.
+    hoff : (n + 1,) int64
+        Start of each hair in ``xy`` and ``src``.
+    """
+    w = g.shape[1]
+    eid, erev, nel = [], [], []
+    for hair in hairs:
+        nel.append(len(hair.elems))
+        for el in hair.elems:
+            if el[0] == "b":
+                eid.append(el[1])
+                erev.append(el[2])
+            else:
+                eid.append(-1 - el[1])  # a cluster centre: one point
+                erev.append(False)
+    eid = np.array(eid, dtype=np.int64)
+    erev = np.array(erev, dtype=bool)
+    is_b = eid >= 0
+    bb = np.minimum(np.maximum(eid, 0), max(g.n_branches - 1, 0))
+    ob = np.append(g.offsets, g.offsets[-1])  # safe to index even with no branches
+    elen = np.where(is_b, ob[bb + 1] - ob[bb], 1)
+    estart = np.zeros(eid.shape[0] + 1, dtype=np.int64)
+    np.cumsum(elen, out=estart[1:])
+    el_of = np.repeat(np.arange(eid.shape[0]), elen)
+    j = np.arange(int(estart[-1])) - estart[:-1][el_of]
+    j = np.where(erev[el_of], elen[el_of] - 1 - j, j)
+    src = eid[el_of]
+    on_b = is_b[el_of]
+    src[on_b] = g.order[g.offsets[bb[el_of[on_b]]] + j[on_b]]
+    xy = np.empty((src.shape[0], 2))
+    pix = src >= 0
+    xy[pix, 0] = src[pix] % w
+    xy[pix, 1] = src[pix] // w
+    xy[~pix] = t.centre[-1 - src[~pix]]
+    hel = np.zeros(len(hairs) + 1, dtype=np.int64)
+    np.cumsum(nel, out=hel[1:])
+    hoff = estart[hel]
+    return xy, src, hoff
+
+
+def _corner_free(
+    xy: np.ndarray, src: np.ndarray, hoff: np.ndarray, closed: list, dflat: _ExactDistance
+) -> list[bool]:
+    """Whether each hair path certainly needs no split in :func:`_split_corners`.
+
+    All paths' turns are computed at once with the same arithmetic as
+    :func:`_sharpest_turn`. A path counts as corner-free only with a clear margin (its step
+    ``ceil(4 r)`` not near a rounding edge of the summed ``r``, its largest turn not near
+    ``SPLIT_TURN_DEG``); every other path goes through the exact per-path search.
+    """
+    n = hoff.shape[0] - 1
+    if n == 0:
+        return []
+    total = src.shape[0]
+    lens = np.diff(hoff)
+    hair_of = np.repeat(np.arange(n), lens)
+    pix = src >= 0
+    cnt = np.bincount(hair_of[pix], minlength=n)
+    tot = np.bincount(hair_of[pix], weights=dflat[src[pix]], minlength=n)
+    r4 = 4.0 * np.divide(tot, cnt, out=np.zeros(n), where=cnt > 0)
+    sure = np.abs(r4 - np.round(r4)) > 1e-6  # ceil(4 r) cannot differ from the exact mean's
+    s = np.maximum(2, np.ceil(r4)).astype(np.int64)
+    s_pt = s[hair_of]
+    local = np.arange(total) - hoff[:-1][hair_of]
+    valid = (local >= s_pt) & (local < lens[hair_of] - s_pt)
+    i0 = np.clip(np.arange(total) - s_pt, 0, total - 1)
+    i2 = np.clip(np.arange(total) + s_pt, 0, total - 1)
+    v1 = xy - xy[i0]
+    v2 = xy[i2] - xy
+    cross = np.abs(v1[:, 0] * v2[:, 1] - v1[:, 1] * v2[:, 0])
+    dot = v1[:, 0] * v2[:, 0] + v1[:, 1] * v2[:, 1]
+    turn = np.where(valid, np.degrees(np.arctan2(cross, dot)), -1.0)
+    top = np.maximum.reduceat(turn, hoff[:-1])
+    free = (top <= SPLIT_TURN_DEG - 1e-6) & sure
+    free |= cnt == 0
+    free |= np.array(closed, dtype=bool)
+    return free.tolist()
+
+
 def _smooth_open(xy: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Moving average of concatenated open paths; the window shrinks symmetrically at ends."""
     n = xy.shape[0]
@@ -1298,9 +1407,17 @@ def _measure(
     dflat = dist
     # -- raw paths, canonical direction (end a first in raster order) and order
     raws = []
+    xy_all, src_all, hoff = _all_raw_points(g, t, hairs)
+    plain = _corner_free(xy_all, src_all, hoff, [hr.closed for hr in hairs], dflat)
+    bounds = hoff.tolist()
     for origin, hair in enumerate(hairs):
-        xy, src = _raw_points(g, t, hair)
-        for xy_p, src_p, ends_p in _split_corners(xy, src, list(hair.ends), hair.closed, dflat):
+        xy = xy_all[bounds[origin] : bounds[origin + 1]]
+        src = src_all[bounds[origin] : bounds[origin + 1]]
+        if plain[origin]:  # most paths have no sharp corner: skip the per-path search
+            parts = [(xy, src, list(hair.ends))]
+        else:
+            parts = _split_corners(xy, src, list(hair.ends), hair.closed, dflat)
+        for xy_p, src_p, ends_p in parts:
             if not hair.closed and (xy_p[-1, 1], xy_p[-1, 0]) < (xy_p[0, 1], xy_p[0, 0]):
                 xy_p, src_p, ends_p = xy_p[::-1].copy(), src_p[::-1].copy(), ends_p[::-1]
             raws.append((xy_p, src_p, ends_p, hair.closed, origin))
@@ -1386,7 +1503,7 @@ def _measure(
     # -- width SD from the distance profile, away from ends and junctions
     width_sd = _width_sd(src, starts, lens, closed, hair_of, width, dflat)
     # -- units and bundles
-    unit = _units(raws, starts, step, tip, width, n)
+    unit = _units(raws, src, starts, lens, closed, hair_of, step, tip, width)
     bundle = _bundles(length, width, width_sd, um_per_px)
     end_a = sm[starts]
     end_b = sm[last]
@@ -1610,37 +1727,52 @@ def _width_sd(
 
 def _units(
     raws: list,
+    src: np.ndarray,
     starts: np.ndarray,
+    lens: np.ndarray,
+    closed: np.ndarray,
+    hair_of: np.ndarray,
     step: np.ndarray,
     tip: np.ndarray,
     width: np.ndarray,
-    n: int,
 ) -> np.ndarray:
-    """Follicular units: hairs ending at one junction, or on a Y's short stem, share one."""
+    """Follicular units: hairs ending at one junction, or on a Y's short stem, share one.
+
+    ``src``, ``starts``, ``lens``, ``closed`` and ``hair_of`` describe the concatenated
+    paths of ``raws`` (see :func:`_measure`).
+    """
+    n = len(raws)
     parent = list(range(n))
     ending: dict[int, list[int]] = {}
-    passing: dict[int, list[tuple[int, int]]] = {}
-    for i, (_xy, src, ends, closed, _origin) in enumerate(raws):
-        for end in ends:
+    for i, r in enumerate(raws):
+        for end in r[2]:
             if end is not None and end[0] == "term":
                 ending.setdefault(end[1], []).append(i)
-        inner = np.flatnonzero(src < 0)
-        for p in inner.tolist():
-            if closed or (0 < p < src.shape[0] - 1):
-                passing.setdefault(int(-1 - src[p]), []).append((i, p))
+    # junction centres inside open paths, found at once over the concatenated paths
+    # (closed paths are never a stem, so they are left out here)
+    inner = np.flatnonzero(src < 0)
+    hi = hair_of[inner]
+    p = inner - starts[hi]
+    sel = ~closed[hi] & (p > 0) & (p < lens[hi] - 1)
+    cl = -1 - src[inner[sel]]
+    hi, p = hi[sel], p[sel]
+    if ending:
+        want = np.isin(cl, np.fromiter(ending, dtype=np.int64))
+        cl, hi, p = cl[want], hi[want], p[want]
+    passing: dict[int, list[tuple[int, int]]] = {}
+    for c, i, q in zip(cl.tolist(), hi.tolist(), p.tolist(), strict=True):
+        passing.setdefault(c, []).append((i, q))
     by_origin: dict[int, int] = {}
     for i, r in enumerate(raws):  # the parts of a hair split at a corner: one V
         _union(parent, by_origin.setdefault(r[4], i), i)
     for c, hs in ending.items():
         for j in hs[1:]:
             _union(parent, hs[0], j)
-        for b, p in passing.get(c, []):
-            if raws[b][3]:
-                continue
+        for b, q in passing.get(c, []):
             s = starts[b]
-            k = raws[b][0].shape[0]
-            before = float(step[s : s + p].sum()) + tip[b, 0]
-            after = float(step[s + p : s + k - 1].sum()) + tip[b, 1]
+            k = lens[b]
+            before = float(step[s : s + q].sum()) + tip[b, 0]
+            after = float(step[s + q : s + k - 1].sum()) + tip[b, 1]
             if min(before, after) <= STEM_MAX_WIDTHS * width[b]:
                 _union(parent, hs[0], b)
     roots = [_find(parent, i) for i in range(n)]
