@@ -218,3 +218,19 @@ def test_batch_report_flag(batch_dir, tmp_path, fast_plots):
     assert result.exit_code == EXIT_PARTIAL, result.output  # the broken photo
     assert "0 now" in result.stdout and "2 patient reports written" in result.stdout
     assert (out / "report" / "P1.html").is_file() and (out / "report" / "P2.html").is_file()
+
+
+def test_overlay_caption_fits_a_narrow_photo():
+    """The caption shrinks to the photo's width instead of running off its right edge."""
+    import trichoscan
+    from trichoscan.report import render_overlay
+
+    rgb = np.full((160, 200, 3), 200, np.uint8)
+    rgb[40:120, 96:104] = 30  # one dark hair
+    result = trichoscan.analyze(rgb, calibration=5.0, segmenter="classical")
+    out = render_overlay(rgb, result)
+    black = np.all(out == 0, axis=2)  # the caption's background box
+    rows = np.flatnonzero(black.any(axis=1))
+    assert rows.size and rows.min() > 100  # at the bottom
+    cols = np.flatnonzero(black[rows].any(axis=0))
+    assert cols.max() <= 200 - 4  # inside the photo, with a margin

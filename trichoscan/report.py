@@ -167,6 +167,11 @@ def _draw_caption(out: np.ndarray, text: str) -> None:
     scale = max(0.4, min(out.shape[:2]) / 900)
     thickness = max(1, int(round(scale * 1.5)))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    room = out.shape[1] - 16
+    if w > room > 0:  # small photos: shrink the caption to fit rather than cut it off
+        scale *= room / w
+        thickness = max(1, int(round(scale * 1.5)))
+        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     y0 = out.shape[0] - 8
     cv2.rectangle(out, (4, y0 - h - base - 4), (12 + w, y0 + 2), (0, 0, 0), -1)
     cv2.putText(
