@@ -41,6 +41,32 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _scale_input(um_per_px: float | None, device: str | None) -> float | str | None:
+    """The calibration a command was given: --um-per-px, --device or neither (both: usage)."""
+    if um_per_px is not None and device is not None:
+        raise _fail("give either --um-per-px or --device, not both", EXIT_USAGE)
+    return um_per_px if device is None else device
+
+
+def _check_count_rule(count_rule: str) -> None:
+    from .metrics import COUNT_RULES
+
+    if count_rule not in COUNT_RULES:
+        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", EXIT_USAGE)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically; a clear failure instead of a traceback."""
+    import json
+
+    from .report import write_atomic
+
+    try:
+        write_atomic(path, json.dumps(data, indent=2).encode("utf-8"))
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -110,16 +136,13 @@ def analyze(
     _setup_logging(verbose)
     from .calibration import resolve_calibration
     from .io import read_image
-    from .metrics import COUNT_RULES
     from .pipeline import Pipeline, PipelineConfig
     from .report import encode_png, render_overlay, write_atomic
 
-    if um_per_px is not None and device is not None:
-        raise _fail("give either --um-per-px or --device, not both", 2)
-    if count_rule not in COUNT_RULES:
-        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", 2)
+    scale = _scale_input(um_per_px, device)
+    _check_count_rule(count_rule)
     try:
-        calibration = resolve_calibration(um_per_px if device is None else device)
+        calibration = resolve_calibration(scale)
         pipeline = Pipeline(
             PipelineConfig(segmenter=segmenter, count_rule=count_rule, model_dir=model)
         )
@@ -253,13 +276,10 @@ def batch(
     """
     _setup_logging(verbose)
     from .batch import run_batch
-    from .metrics import COUNT_RULES
     from .pipeline import PipelineConfig
 
-    if um_per_px is not None and device is not None:
-        raise _fail("give either --um-per-px or --device, not both", 2)
-    if count_rule not in COUNT_RULES:
-        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", 2)
+    scale = _scale_input(um_per_px, device)
+    _check_count_rule(count_rule)
     if not root_or_manifest.exists():
         raise _fail(f"{root_or_manifest}: no such folder or manifest CSV")
     try:
@@ -274,7 +294,7 @@ def batch(
                 root_or_manifest,
                 out,
                 config=config,
-                calibration=um_per_px if device is None else device,
+                calibration=scale,
                 workers=workers,
                 progress=progress,
                 compare_sessions=compare_sessions,
@@ -346,13 +366,10 @@ def compare(
 ) -> None:
     """Compare photos of one scalp site before and after: change with 95 % CIs."""
     _setup_logging(verbose)
-    import json
 
     from .comparison import compare as compare_photos
-    from .report import write_atomic
 
-    if um_per_px is not None and device is not None:
-        raise _fail("give either --um-per-px or --device, not both", 2)
+    scale = _scale_input(um_per_px, device)
     sides = []
     for path in (before, after):
         photos, missing = collect_images([path])  # a folder is a session
@@ -363,7 +380,7 @@ def compare(
         result = compare_photos(
             sides[0],
             sides[1],
-            calibration=um_per_px if device is None else device,
+            calibration=scale,
             segmenter=segmenter,
         )
     except TrichoscanError as exc:
@@ -389,10 +406,7 @@ def compare(
         f = result.fate
         typer.echo(f"hairs: {f.persisted} persisted, {f.new} new, {f.lost} lost")
     if json_out is not None:
-        try:
-            write_atomic(json_out, json.dumps(result.to_dict(), indent=2).encode("utf-8"))
-        except OSError as exc:
-            raise _fail(f"cannot write {json_out}: {exc.strerror or exc}") from None
+        _write_json(json_out, result.to_dict())
     raise typer.Exit(EXIT_OK)
 
 
@@ -411,14 +425,11 @@ def trichogram(
 ) -> None:
     """Phototrichogram: per-hair growth, anagen/telogen ratio and growth rate (95 % CIs)."""
     _setup_logging(verbose)
-    import json
 
     from .comparison import phototrichogram
-    from .report import write_atomic
 
-    if um_per_px is not None and device is not None:
-        raise _fail("give either --um-per-px or --device, not both", EXIT_USAGE)
-    if um_per_px is None and device is None:
+    scale = _scale_input(um_per_px, device)
+    if scale is None:
         raise _fail("a phototrichogram needs a scale: give --um-per-px or --device", EXIT_USAGE)
     for path in (before, after):
         if not path.is_file():
@@ -428,7 +439,7 @@ def trichogram(
             str(before),
             str(after),
             days=days,
-            calibration=um_per_px if device is None else device,
+            calibration=scale,
             segmenter=segmenter,
         )
     except TrichoscanError as exc:
@@ -451,10 +462,7 @@ def trichogram(
     show("anagen/telogen ratio", result.anagen_telogen_ratio, "", ".2f")
     show("growth rate", result.growth_rate_mm_per_day, " mm/day", ".3f")
     if json_out is not None:
-        try:
-            write_atomic(json_out, json.dumps(result.to_dict(), indent=2).encode("utf-8"))
-        except OSError as exc:
-            raise _fail(f"cannot write {json_out}: {exc.strerror or exc}") from None
+        _write_json(json_out, result.to_dict())
     raise typer.Exit(EXIT_OK if result.n_measured else EXIT_FAILED)
 
 
@@ -602,13 +610,10 @@ def evaluate(
     _setup_logging(verbose)
     import json
 
-    from .metrics import COUNT_RULES
     from .training import detect_layout, evaluate_boxes, evaluate_masks
 
-    if um_per_px is not None and device is not None:
-        raise _fail("give either --um-per-px or --device, not both", EXIT_USAGE)
-    if count_rule not in COUNT_RULES:
-        raise _fail(f"--count-rule must be one of {', '.join(COUNT_RULES)}", EXIT_USAGE)
+    scale = _scale_input(um_per_px, device)
+    _check_count_rule(count_rule)
     if layout not in ("auto", "masks", "boxes"):
         raise _fail("--layout must be auto, masks or boxes", EXIT_USAGE)
     try:
@@ -616,8 +621,8 @@ def evaluate(
         if kind == "masks":
             from .calibration import resolve_calibration
 
-            scale = resolve_calibration(um_per_px if device is None else device).um_per_px
-            scores = evaluate_masks(model, data, um_per_px=scale)
+            mask_scale = resolve_calibration(scale).um_per_px
+            scores = evaluate_masks(model, data, um_per_px=mask_scale)
         else:
             with typer.progressbar(length=1, label="evaluating", file=sys.stderr) as bar:
 
@@ -628,7 +633,7 @@ def evaluate(
                 result = evaluate_boxes(
                     model,
                     data,
-                    calibration=um_per_px if device is None else device,
+                    calibration=scale,
                     count_rule=count_rule,
                     progress=progress,
                 )
