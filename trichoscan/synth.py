@@ -1045,6 +1045,16 @@ def _skin_features(
         _blend(canvas, full, flake.astype(np.float32), fl * rng.uniform(0.25, 0.55))
 
 
+def _sub_pad(r0: float) -> float:
+    """Margin (px) around a subsurface shaft of base radius ``r0`` that its haze can reach."""
+    return r0 * 2.2 + 3
+
+
+def _sub_band(dist: np.ndarray, r0: float) -> np.ndarray:
+    """The subsurface shaft's geometric mask: the centre band as wide as the hair."""
+    return dist <= max(r0, 0.5)
+
+
 def _draw_subsurface(
     rng: np.random.Generator,
     canvas: np.ndarray,
@@ -1063,7 +1073,7 @@ def _draw_subsurface(
     strength = rng.uniform(0.7, 1.2)
     for hr in hairs:
         r0 = hr.base_w_um / um / 2
-        pad = r0 * 2.2 + 3
+        pad = _sub_pad(r0)
         bb = _bbox(hr.sub, pad, h, w)
         if bb is None:
             continue
@@ -1076,7 +1086,7 @@ def _draw_subsurface(
 
         edge, dist, _, _, s_along = _segment_fields(hr.sub, radius, x0, y0, bw, bh, pad)
         sl = (slice(y0, y0 + bh), slice(x0, x0 + bw))
-        sub_mask[sl] |= dist <= max(r0, 0.5)
+        sub_mask[sl] |= _sub_band(dist, r0)
         fade = np.clip(s_along / length, 0, 1) ** 2.2
         cov = np.clip(0.5 - edge, 0, 1) * fade
         darkness = float(np.clip(1.0 - 1.6 * hr.rgb.mean(), 0.05, 1.0))
@@ -1134,6 +1144,29 @@ def _draw_openings(
         _blend(canvas, (slice(None), slice(None)), halo_col, ring * rng.uniform(0.2, 0.45))
 
 
+def _hair_pixels(
+    hr: _Hair, um: float, h: int, w: int
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
+    """A hair's pixel fields (as :func:`_polyline_pixels`) and its own mask pixels.
+
+    The mask rule: every pixel whose centre lies within ``max(radius, 0.5)`` of the centre
+    line, plus the pixels the centre line passes through (sub-pixel hairs stay connected).
+    """
+    r_base = hr.base_w_um / um / 2
+    r_tip = hr.tip_w_um / um / 2
+    length = max(hr.length_px, 1e-6)
+
+    def radius(s: np.ndarray) -> np.ndarray:
+        return r_base + (r_tip - r_base) * np.clip(s / length, 0, 1)
+
+    fields = _polyline_pixels(hr.poly, radius, h, w, r_base + 2)
+    gy, gx, _, dist, _, rad, _ = fields
+    own = dist <= np.maximum(rad, 0.5)
+    cp = _centre_pixels(hr.poly)
+    ok = (cp[:, 0] >= 0) & (cp[:, 0] < w) & (cp[:, 1] >= 0) & (cp[:, 1] < h)
+    return fields, (np.concatenate([gy[own], cp[ok, 1]]), np.concatenate([gx[own], cp[ok, 0]]))
+
+
 def _draw_hair(
     rng: np.random.Generator,
     canvas: np.ndarray,
@@ -1147,18 +1180,7 @@ def _draw_hair(
     """
     h, w = canvas.shape[:2]
     r_base = hr.base_w_um / um / 2
-    r_tip = hr.tip_w_um / um / 2
-    length = max(hr.length_px, 1e-6)
-
-    def radius(s: np.ndarray) -> np.ndarray:
-        return r_base + (r_tip - r_base) * np.clip(s / length, 0, 1)
-
-    gy, gx, edge, dist, u, rad, s_along = _polyline_pixels(hr.poly, radius, h, w, r_base + 2)
-    own = dist <= np.maximum(rad, 0.5)
-    cp = _centre_pixels(hr.poly)
-    ok = (cp[:, 0] >= 0) & (cp[:, 0] < w) & (cp[:, 1] >= 0) & (cp[:, 1] < h)
-    own_y = np.concatenate([gy[own], cp[ok, 1]])
-    own_x = np.concatenate([gx[own], cp[ok, 0]])
+    (gy, gx, edge, _, u, rad, s_along), (own_y, own_x) = _hair_pixels(hr, um, h, w)
     shaft_mask[own_y, own_x] = True
     if gy.size == 0:
         return own_y, own_x
@@ -1651,33 +1673,17 @@ def _hair_in_photo(hr: _Hair, to_photo: np.ndarray, scale: float) -> _Hair:
     )
 
 
-def _own_pixels(hr: _Hair, um: float, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """A hair's own mask pixels ``(ys, xs)``, by the rule :func:`_draw_hair` uses."""
-    r_base = hr.base_w_um / um / 2
-    r_tip = hr.tip_w_um / um / 2
-    length = max(hr.length_px, 1e-6)
-
-    def radius(s: np.ndarray) -> np.ndarray:
-        return r_base + (r_tip - r_base) * np.clip(s / length, 0, 1)
-
-    gy, gx, _, dist, _, rad, _ = _polyline_pixels(hr.poly, radius, h, w, r_base + 2)
-    own = dist <= np.maximum(rad, 0.5)
-    cp = _centre_pixels(hr.poly)
-    ok = (cp[:, 0] >= 0) & (cp[:, 0] < w) & (cp[:, 1] >= 0) & (cp[:, 1] < h)
-    return np.concatenate([gy[own], cp[ok, 1]]), np.concatenate([gx[own], cp[ok, 0]])
-
-
 def _sub_pixels(hr: _Hair, um: float, sub_mask: np.ndarray) -> None:
     """OR a hair's subsurface centre band into ``sub_mask`` (the rule of the renderer)."""
     h, w = sub_mask.shape
     r0 = hr.base_w_um / um / 2
-    pad = r0 * 2.2 + 3
+    pad = _sub_pad(r0)
     bb = _bbox(hr.sub, pad, h, w)
     if bb is None:
         return
     x0, y0, bw, bh = bb
     _, dist, _, _, _ = _segment_fields(hr.sub, lambda s: np.full_like(s, r0), x0, y0, bw, bh, pad)
-    sub_mask[y0 : y0 + bh, x0 : x0 + bw] |= dist <= max(r0, 0.5)
+    sub_mask[y0 : y0 + bh, x0 : x0 + bw] |= _sub_band(dist, r0)
 
 
 def _site_canvas(
@@ -1743,7 +1749,7 @@ def _photo(
     sub = np.zeros((h, w), bool)
     own = []
     for hr in local:
-        ys, xs = _own_pixels(hr, cam.um, h, w)
+        ys, xs = _hair_pixels(hr, cam.um, h, w)[1]
         shaft[ys, xs] = True
         own.append((ys, xs))
         _sub_pixels(hr, cam.um, sub)
