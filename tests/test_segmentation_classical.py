@@ -297,9 +297,9 @@ def test_resolve_segmenter_name() -> None:
 def test_resolve_auto_follows_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     import trichoscan.segmentation as seg
 
-    monkeypatch.setattr(seg, "_unet_weights_available", lambda: False)
+    monkeypatch.setattr(seg, "_unet_weights_available", lambda model_dir=None: False)
     assert seg.resolve_segmenter_name("auto") == "classical"
-    monkeypatch.setattr(seg, "_unet_weights_available", lambda: True)
+    monkeypatch.setattr(seg, "_unet_weights_available", lambda model_dir=None: True)
     assert seg.resolve_segmenter_name("auto") == "unet"
 
 

@@ -88,13 +88,9 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig | None = None) -> None:
         self.config = config or PipelineConfig()
-        self._segmenter_name = resolve_segmenter_name(self.config.segmenter)
-        if self.config.segmenter.strip().lower() == "auto" and self.config.model_dir is not None:
-            from .segmentation import unet  # a given model folder decides, not the shipped one
-
-            self._segmenter_name = (
-                "unet" if unet.auto_choice(self.config.model_dir)[0] else "classical"
-            )
+        self._segmenter_name = resolve_segmenter_name(
+            self.config.segmenter, model_dir=self.config.model_dir
+        )
         self._model: Any = None
         self.segmenter_info = SegmenterInfo(self._segmenter_name, requested=self.config.segmenter)
         if self._segmenter_name == "unet":

@@ -8,6 +8,7 @@ mark it unfit for automatic use) and the classical segmenter otherwise; the U-Ne
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ..errors import InputError
 from .classical import segment_classical
@@ -20,25 +21,27 @@ log = logging.getLogger(__name__)
 SEGMENTERS = ("classical", "unet")
 
 
-def _unet_weights_available() -> bool:
-    """True when the U-Net module imports and reports installed weights."""
+def _unet_weights_available(model_dir: Path | str | None = None) -> bool:
+    """True when the U-Net module imports and reports weights fit for ``"auto"``."""
     try:
         from . import unet
     except ImportError:
         return False
     try:
-        return bool(unet.auto_choice()[0])
+        return bool(unet.auto_choice(model_dir)[0])
     except AttributeError:
         return False
 
 
-def resolve_segmenter_name(name: str) -> str:
+def resolve_segmenter_name(name: str, model_dir: Path | str | None = None) -> str:
     """Map a requested segmenter name to the one that will run.
 
     Parameters
     ----------
     name : str
         ``"auto"``, ``"classical"`` or ``"unet"`` (case-insensitive).
+    model_dir : path, optional
+        The U-Net model folder ``"auto"`` looks at (default: the shipped one).
 
     Returns
     -------
@@ -55,7 +58,7 @@ def resolve_segmenter_name(name: str) -> str:
         raise InputError(f"segmenter must be a string, got {type(name).__name__}")
     key = name.strip().lower()
     if key == "auto":
-        return "unet" if _unet_weights_available() else "classical"
+        return "unet" if _unet_weights_available(model_dir) else "classical"
     if key not in SEGMENTERS:
         choices = ", ".join(("auto", *SEGMENTERS))
         raise InputError(f"unknown segmenter {name!r}; choose one of: {choices}")
