@@ -442,3 +442,25 @@ def test_nearest_skeleton_pixel_is_exact_with_raster_ties():
         sy, sx = np.nonzero(skel)  # raster order: argmin picks the smallest index on ties
         d2 = (pix[:, None] // w - sy) ** 2 + (pix[:, None] % w - sx) ** 2
         np.testing.assert_array_equal(near, sy[d2.argmin(1)] * w + sx[d2.argmin(1)])
+
+
+def test_neighbour_count_and_branch_ends_match_direct_counts():
+    from skimage.morphology import skeletonize
+
+    from trichoscan.counting import _neighbour_count, _skeleton_graph
+
+    for m in _distance_masks():
+        skel = skeletonize(m.astype(bool)).view(np.uint8)
+        padded = np.pad(skel, 1).astype(np.int64)
+        h, w = skel.shape
+        direct = sum(
+            padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+            if dy or dx
+        )
+        np.testing.assert_array_equal(_neighbour_count(skel), direct)
+        # every branch is a path or a cycle: its two ends (path) or none (cycle)
+        g = _skeleton_graph(skel, np.flatnonzero(skel).astype(np.int32))
+        n = np.diff(g.offsets)
+        assert (n[g.is_cycle] >= 3).all() and (n > 0).all()

@@ -10,6 +10,8 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -315,10 +317,12 @@ def _count_hairs_staged(
 ) -> HairTable:
     """:func:`count_hairs`, recording each stage's wall time (s) in ``stages`` when given.
 
-    Stages: ``skeleton``, ``distance`` (the exact ``D`` at the skeleton pixels and the
-    chamfer bounds for the nearest-skeleton search), ``graph`` (junctions, branches,
-    ordering), ``topology`` (merging, spurs, pairing, chains) and ``measure`` (including the
-    exact nearest-skeleton search over the mask pixels).
+    Stages: ``skeleton`` (with the mask-only work done meanwhile: the mask's pixel list and
+    its chamfer transform), ``distance`` (the exact ``D`` at the skeleton pixels, and the wait
+    for the chamfer bounds of the nearest-skeleton search, which a worker thread makes during
+    ``graph`` and ``topology``), ``graph`` (junctions, branches, ordering), ``topology``
+    (merging, spurs, pairing, chains) and ``measure`` (including the exact nearest-skeleton
+    search over the mask pixels).
     """
     clock = time.perf_counter
     t0 = clock()
@@ -332,19 +336,22 @@ def _count_hairs_staged(
             "the mask is entirely foreground: no hair shapes can be separated; "
             "check the segmentation (is the mask inverted?)"
         )
-    from skimage.morphology import skeletonize  # heavy import, only when counting
-
-    skel = skeletonize(m.view(bool)).view(np.uint8)
+    skel, mask_pix, chamfer = _skeleton_and_mask_scan(m)
     t1 = clock()
     skel_pix = _nonzero_flat(skel)
-    dist = _ExactDistance(m, skel_pix)
-    t2 = clock()
-    graph = _skeleton_graph(skel, skel_pix)
-    t3 = clock()
-    topo = _resolve_topology(graph, dist)
-    hairs = _build_hairs(graph, topo)
-    t4 = clock()
-    near_d2 = _skeleton_distance2(skel, m)  # after the graph's temporaries are gone
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # OpenCV releases the GIL: the chamfer bounds of the nearest-skeleton search are
+        # made in a worker thread while this one builds the graph
+        near_job = pool.submit(_skeleton_distance2, skel, m, mask_pix)
+        dist = _ExactDistance(m, skel_pix, chamfer)
+        del chamfer
+        t2 = clock()
+        graph = _skeleton_graph(skel, skel_pix)
+        t3 = clock()
+        topo = _resolve_topology(graph, dist)
+        hairs = _build_hairs(graph, topo)
+        t4 = clock()
+        near_d2 = near_job.result()
     t5 = clock()
     table = _measure(m, skel, dist, near_d2, graph, topo, hairs, um_per_px)
     t6 = clock()
@@ -358,6 +365,23 @@ def _count_hairs_staged(
         )
     logger.debug("count_hairs: %d hairs on a %dx%d mask", len(table), *m.shape)
     return table
+
+
+def _skeleton_and_mask_scan(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Skeleton of ``m`` (uint8 0/1), flat indices of its mask pixels and its chamfer image.
+
+    skimage's thinning releases the GIL, so it runs in a worker thread while this thread
+    does the work that needs only the mask (see :func:`_mask_pixels`, :class:`_ExactDistance`).
+    """
+    import cv2
+    from skimage.morphology import skeletonize  # heavy import, only when counting
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        job = pool.submit(skeletonize, m.view(bool))
+        pix = _mask_pixels(m)
+        chamfer = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5)
+        skel = job.result().view(np.uint8)
+    return skel, pix, chamfer
 
 
 def _validate_mask(mask: np.ndarray) -> np.ndarray:
@@ -389,12 +413,16 @@ class _ExactDistance:
     (:func:`_first_on_circles`) finds the exact integer ``D**2`` at the skeleton pixels only.
     """
 
-    def __init__(self, m: np.ndarray, skel_pix: np.ndarray) -> None:
+    def __init__(
+        self, m: np.ndarray, skel_pix: np.ndarray, chamfer: np.ndarray | None = None
+    ) -> None:
         import cv2
 
         h, w = m.shape
         self._keys = skel_pix
-        cd = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5).ravel()[skel_pix]
+        if chamfer is None:  # the 5x5 chamfer transform of ``m``, unless already made
+            chamfer = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5)
+        cd = chamfer.ravel()[skel_pix]
         klo, pad = _chamfer_bounds(cd)
         # padded copy: outside the image is not background (hairs cut by the border)
         padded = cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=1)
@@ -612,9 +640,10 @@ def _neighbour_count(skel: np.ndarray) -> np.ndarray:
     """Number of skeleton 8-neighbours of every pixel (uint8)."""
     import cv2
 
-    kernel = np.ones((3, 3), np.float32)
-    kernel[1, 1] = 0
-    return cv2.filter2D(skel, cv2.CV_8U, kernel, borderType=cv2.BORDER_CONSTANT)
+    # an unnormalised 3x3 box sum (separable, much faster than a general filter) minus
+    # the pixel itself; sums <= 9 are exact in uint8
+    box = cv2.boxFilter(skel, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return cv2.subtract(box, skel, dst=box)
 
 
 def _relabel_by_first_pixel(
@@ -662,14 +691,16 @@ def _skeleton_graph(skel: np.ndarray, skel_pix: np.ndarray) -> _Graph:
     nbr, lab = cv2.connectedComponents(bran, connectivity=8, ltype=cv2.CV_32S)
     bflat = skel_pix[~is_junc].astype(np.int64)
     bpix, boff, brid = _relabel_by_first_pixel(bflat, lab, nbr - 1)
-    del lab, deg
+    # a branch pixel (<= 2 skeleton neighbours) is a branch end when it has <= 1 of them,
+    # or when one is a junction pixel: no second full-image neighbour count needed
+    near_junc = cv2.dilate(junc, np.ones((3, 3), np.uint8)).ravel()[bpix]
+    is_end = (deg.ravel()[bpix] <= 1) | (near_junc > 0)
+    del lab, deg, near_junc
     nb = nbr - 1
     # id look-ups by binary search in the raster-sorted pixel lists: no full-image id maps
     bids = _PixelIds(bflat, brid, (h, w))
     cids = _PixelIds(jflat, jid, (h, w))
-    # branch degree of each branch pixel
-    bdeg = _neighbour_count(bran).ravel()[bpix].astype(np.int64)
-    order, is_cycle = _order_branches(bran, bpix, boff, bdeg, bids, w)
+    order, is_cycle = _order_branches(bran, bpix, boff, is_end, bids, w)
     end_cluster = _attach_ends(order, boff, cids, nb)
     return _Graph(
         shape=(h, w),
@@ -714,7 +745,7 @@ def _order_branches(
     bran: np.ndarray,
     bpix: np.ndarray,
     boff: np.ndarray,
-    bdeg: np.ndarray,
+    is_end: np.ndarray,
     bids: _PixelIds,
     w: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -730,7 +761,6 @@ def _order_branches(
     nb = boff.shape[0] - 1
     counts = np.diff(boff)
     branch_of_pix = np.repeat(np.arange(nb), counts)
-    is_end = bdeg <= 1
     is_cycle = np.ones(nb, dtype=bool)
     is_cycle[branch_of_pix[is_end]] = False
     # start pixel: the first end pixel (pixels are in raster order inside a branch)
@@ -868,32 +898,40 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
     short_terminal = ((ec[:, 0] >= 0) != (ec[:, 1] >= 0)) & (
         n_b < SPUR_FACTOR * np.append(radius0, 0.0)[np.max(ec, axis=1)]
     )
-    ends_at0: dict[int, list[tuple[int, int]]] = {}
-    for b in np.flatnonzero((ec[:, 0] >= 0) | (ec[:, 1] >= 0)).tolist():
-        if short_terminal[b]:
-            continue
-        for e in (0, 1):
-            if ec[b, e] >= 0:
-                ends_at0.setdefault(int(ec[b, e]), []).append((b, e))
-    parent = list(range(nc))
-    absorbed = np.zeros(nb, dtype=bool)
+    # the non-spur ends at each original cluster, grouped by cluster in (branch, end) order
+    b0, e0 = np.nonzero(~short_terminal[:, None] & (ec >= 0))
+    c0 = ec[b0, e0]
+    srt = np.argsort(c0, kind="stable")
+    b0, e0 = b0[srt].tolist(), e0[srt].tolist()
+    cnt0 = np.bincount(c0, minlength=nc)
+    off0 = np.concatenate([[0], np.cumsum(cnt0)]).tolist()
+
+    def ends_at0(c: int) -> list[tuple[int, int]]:
+        return list(zip(b0[off0[c] : off0[c + 1]], e0[off0[c] : off0[c + 1]], strict=True))
+
     internal = np.flatnonzero((ec[:, 0] >= 0) & (ec[:, 1] >= 0))
-    for b in internal.tolist():
-        c1, c2 = int(ec[b, 0]), int(ec[b, 1])
-        rsum = radius0[c1] + radius0[c2]
-        merge = n_b[b] <= MERGE_FACTOR * rsum
-        if (
-            not merge
-            and c1 != c2
-            and n_b[b] <= BRIDGE_MAX_FACTOR * rsum
-            # cheap pre-check of the three-ends condition before the full test
-            and len(ends_at0[c1]) == 3
-            and len(ends_at0[c2]) == 3
-        ):
-            merge = _is_crossing_bridge(g, ef, b, ends_at0[c1], ends_at0[c2], centre_orig, radius0)
-        if merge:
-            absorbed[b] = True
-            _union(parent, c1, c2)
+    c1s, c2s = ec[internal, 0], ec[internal, 1]
+    rsum = radius0[c1s] + radius0[c2s]
+    merge = n_b[internal] <= MERGE_FACTOR * rsum
+    # cheap pre-checks (the three-ends condition among them) before the full bridge test
+    maybe = (
+        ~merge
+        & (c1s != c2s)
+        & (n_b[internal] <= BRIDGE_MAX_FACTOR * rsum)
+        & (cnt0[c1s] == 3)
+        & (cnt0[c2s] == 3)
+    )
+    centre_l = centre_orig.tolist()
+    for k in np.flatnonzero(maybe).tolist():
+        c1, c2 = int(c1s[k]), int(c2s[k])
+        merge[k] = _is_crossing_bridge(
+            g, ef, int(internal[k]), ends_at0(c1), ends_at0(c2), centre_l, radius0
+        )
+    absorbed = np.zeros(nb, dtype=bool)
+    absorbed[internal[merge]] = True
+    parent = list(range(nc))
+    for c1, c2 in zip(c1s[merge].tolist(), c2s[merge].tolist(), strict=True):
+        _union(parent, c1, c2)
     root = np.array([_find(parent, i) for i in range(nc)], dtype=np.int64)
     radius = np.zeros(nc)
     if nc:
@@ -929,44 +967,7 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
         pruned[b] = False
     alive = ~absorbed & ~pruned
     # 3. pair ends across each cluster
-    ends_at: dict[int, list[tuple[int, int]]] = {}
-    er = end_root.tolist()
-    for b in np.flatnonzero(alive & ((end_root[:, 0] >= 0) | (end_root[:, 1] >= 0))).tolist():
-        for e in (0, 1):
-            c = er[b][e]
-            if c >= 0:
-                ends_at.setdefault(c, []).append((b, e))
-    n_ends = np.zeros(nc, dtype=np.int64)
-    partner: dict[tuple[int, int], tuple[int, int]] = {}
-    rlist = branch_r.tolist()
-    for c, ends in ends_at.items():
-        n_ends[c] = len(ends)
-        if len(ends) < 2:
-            continue
-        frames = [ef.get(b, e, centre0[c]) for b, e in ends]
-        dirs = [None if f is None else f[1] for f in frames]
-        pairs = []
-        for i in range(len(ends)):
-            for j in range(i + 1, len(ends)):
-                di, dj = dirs[i], dirs[j]
-                if di is None or dj is None:
-                    continue
-                dot = -(di[0] * dj[0] + di[1] * dj[1])
-                dev = math.degrees(math.acos(min(1.0, max(-1.0, dot))))
-                if dev > PAIR_MAX_DEVIATION_DEG:
-                    continue
-                ri, rj = rlist[ends[i][0]], rlist[ends[j][0]]
-                wdiff = abs(ri - rj) / max(ri, rj) if max(ri, rj) > 0 else 0.0
-                cost = round(dev + PAIR_WIDTH_WEIGHT_DEG * wdiff, 6)
-                pairs.append((cost, i, j))
-        pairs.sort()
-        taken = set()
-        for _, i, j in pairs:
-            if i in taken or j in taken:
-                continue
-            taken.update((i, j))
-            partner[ends[i]] = ends[j]
-            partner[ends[j]] = ends[i]
+    n_ends, partner = _pair_ends(ef, end_root, alive, centre0, branch_r)
     return _Topology(
         root=root,
         radius=radius,
@@ -980,13 +981,83 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
     )
 
 
+def _pair_ends(
+    ef: _EndFrames,
+    end_root: np.ndarray,
+    alive: np.ndarray,
+    centre: np.ndarray,
+    branch_r: np.ndarray,
+) -> tuple[np.ndarray, dict]:
+    """Pair the kept branch ends at each merged cluster (step 5 of :func:`count_hairs`).
+
+    The deviation of every candidate pair is first computed at once with NumPy, with a
+    margin, only to drop pairs that are clearly too bent; the pairs left get the exact
+    scalar arithmetic of the definition, so ties and rounding are unchanged.
+
+    Returns
+    -------
+    n_ends : (nc,) int64
+        Number of kept ends at each cluster.
+    partner : dict
+        ``(b, e) -> (b2, e2)`` for both ends of every pair.
+    """
+    nc = centre.shape[0]
+    # all kept ends at clusters, grouped by cluster, in (branch, end) order inside
+    bi, ei = np.nonzero(alive[:, None] & (end_root >= 0))
+    ci = end_root[bi, ei]
+    srt = np.argsort(ci, kind="stable")
+    bi, ei, ci = bi[srt], ei[srt], ci[srt]
+    n_ends = np.bincount(ci, minlength=nc).astype(np.int64)
+    partner: dict[tuple[int, int], tuple[int, int]] = {}
+    m = bi.shape[0]
+    if m < 2:
+        return n_ends, partner
+    dx, dy, ok = ef.dx[ei, bi], ef.dy[ei, bi], ef.ok[ei, bi]
+    for k in np.flatnonzero(ef.single_arr[bi]).tolist():  # one-pixel branches: scalar maths
+        f = ef.get(int(bi[k]), int(ei[k]), centre[ci[k]])
+        ok[k] = f is not None
+        dx[k], dy[k] = f[1] if f is not None else (0.0, 0.0)
+    # every pair (i, j), i < j, of ends at one cluster
+    grp_end = np.cumsum(n_ends)[ci]
+    later = grp_end - np.arange(m) - 1
+    i = np.repeat(np.arange(m), later)
+    first = np.cumsum(later) - later
+    j = i + 1 + (np.arange(i.shape[0]) - np.repeat(first, later))
+    dot = -(dx[i] * dx[j] + dy[i] * dy[j])
+    rough = np.degrees(np.arccos(np.clip(dot, -1.0, 1.0)))
+    keep = ok[i] & ok[j] & (rough <= PAIR_MAX_DEVIATION_DEG + 1e-6)
+    i, j, dot = i[keep].tolist(), j[keep].tolist(), dot[keep].tolist()
+    ends = list(zip(bi.tolist(), ei.tolist(), strict=True))
+    cl = ci.tolist()
+    rlist = branch_r.tolist()
+    by_cluster: dict[int, list[tuple[float, int, int]]] = {}
+    for a, z, d in zip(i, j, dot, strict=True):
+        dev = math.degrees(math.acos(min(1.0, max(-1.0, d))))
+        if dev > PAIR_MAX_DEVIATION_DEG:
+            continue
+        ra, rz = rlist[ends[a][0]], rlist[ends[z][0]]
+        wdiff = abs(ra - rz) / max(ra, rz) if max(ra, rz) > 0 else 0.0
+        cost = round(dev + PAIR_WIDTH_WEIGHT_DEG * wdiff, 6)
+        by_cluster.setdefault(cl[a], []).append((cost, a, z))
+    for pairs in by_cluster.values():
+        pairs.sort()  # ties by end order: global indices keep the in-cluster order
+        taken = set()
+        for _, a, z in pairs:
+            if a in taken or z in taken:
+                continue
+            taken.update((a, z))
+            partner[ends[a]] = ends[z]
+            partner[ends[z]] = ends[a]
+    return n_ends, partner
+
+
 def _is_crossing_bridge(
     g: _Graph,
     ef: _EndFrames,
     bridge: int,
     ends1: list[tuple[int, int]],
     ends2: list[tuple[int, int]],
-    centre: np.ndarray,
+    centre: list,
     radius: np.ndarray,
 ) -> bool:
     """Whether ``bridge`` joins the two three-way halves of one X crossing.
@@ -1038,29 +1109,35 @@ class _EndFrames:
         k0 = np.minimum(n - 1, np.ceil(branch_r).astype(np.int64))
         k1 = np.minimum(n - 1, k0 + np.ceil(4 * branch_r).astype(np.int64))
         k0 = np.where(k1 == k0, 0, k0)
-        self.single = (k1 == k0).tolist()
+        self.single_arr = k1 == k0
+        self.single = self.single_arr.tolist()
         xs = (g.order % w).astype(np.float64)
         ys = (g.order // w).astype(np.float64)
-        self.base = []
-        self.dirs = []
+        nb = n.shape[0]
+        # (2, nb) arrays, end 0 then end 1; direction (0, 0) and ok False where undefined
+        self.dx, self.dy = np.zeros((2, nb)), np.zeros((2, nb))
+        self.ok = np.zeros((2, nb), dtype=bool)
+        bx, by = np.zeros((2, nb)), np.zeros((2, nb))
         for e in (0, 1):
             i0 = s + k0 if e == 0 else t - 1 - k0
             i1 = s + k1 if e == 0 else t - 1 - k1
             vx, vy = xs[i1] - xs[i0], ys[i1] - ys[i0]
             norm = np.hypot(vx, vy)
             ok = norm > 0
-            dx = np.divide(vx, norm, out=np.zeros_like(vx), where=ok)
-            dy = np.divide(vy, norm, out=np.zeros_like(vy), where=ok)
-            self.base.append(list(zip(xs[i0].tolist(), ys[i0].tolist(), strict=True)))
-            pairs = zip(dx.tolist(), dy.tolist(), ok.tolist(), strict=True)
-            self.dirs.append([(a, b) if o else None for a, b, o in pairs])
+            np.divide(vx, norm, out=self.dx[e], where=ok)
+            np.divide(vy, norm, out=self.dy[e], where=ok)
+            self.ok[e] = ok
+            bx[e], by[e] = xs[i0], ys[i0]
+        # plain lists for the scalar look-ups of :meth:`get`
+        self._lists = (bx.tolist(), by.tolist(), self.dx.tolist(), self.dy.tolist())
+        self._ok = self.ok.tolist()
 
-    def get(self, b: int, e: int, centre: np.ndarray) -> tuple | None:
+    def get(self, b: int, e: int, centre: Sequence[float]) -> tuple | None:
         """(base point, direction) of branch ``b`` at end ``e``, or ``None`` if undefined."""
-        p = self.base[e][b]
+        bx, by, dx, dy = self._lists
+        p = (bx[e][b], by[e][b])
         if not self.single[b]:
-            d = self.dirs[e][b]
-            return None if d is None else (p, d)
+            return (p, (dx[e][b], dy[e][b])) if self._ok[e][b] else None
         vx, vy = p[0] - float(centre[0]), p[1] - float(centre[1])
         norm = math.hypot(vx, vy)
         return None if norm == 0 else (p, (vx / norm, vy / norm))
@@ -1340,14 +1417,28 @@ def _nonzero_flat(img: np.ndarray) -> np.ndarray:
     return pts[:, 1].astype(dt) * w + pts[:, 0]
 
 
-def _skeleton_distance2(skel: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _mask_pixels(m: np.ndarray) -> np.ndarray:
+    """Flat indices (int32 when they fit) of the mask pixels, raster order.
+
+    On a dense mask NumPy's scan beats ``cv2.findNonZero`` (which :func:`_nonzero_flat` uses
+    for the sparse skeleton).
+    """
+    pix = np.flatnonzero(m)
+    return pix.astype(np.int32) if m.size < 2**31 else pix
+
+
+def _skeleton_distance2(
+    skel: np.ndarray, m: np.ndarray, pix: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Mask pixels (flat), a lower bound of their squared distance to the skeleton, a pad.
 
-    See :func:`_chamfer_bounds`; the exact value comes from :func:`_nearest_skeleton`.
+    ``pix``: the mask pixels when already listed (:func:`_mask_pixels`). See
+    :func:`_chamfer_bounds`; the exact value comes from :func:`_nearest_skeleton`.
     """
     import cv2
 
-    pix = _nonzero_flat(m)
+    if pix is None:
+        pix = _mask_pixels(m)
     cd = cv2.distanceTransform(1 - skel, cv2.DIST_L2, cv2.DIST_MASK_5).ravel()[pix]
     klo, pad = _chamfer_bounds(cd)
     return pix, klo, pad
