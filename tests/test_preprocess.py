@@ -19,6 +19,7 @@ from trichoscan.preprocess import (
     Prepared,
     QualityFlags,
     assess_quality,
+    bridge_field_gaps,
     find_field,
     flatten_illumination,
     glare_mask,
@@ -126,6 +127,35 @@ def test_red_circle_overlay_excluded():
     assert not f[240, 168:173].any()
     assert f[240, 300:340].all()
     assert om.mean() < 0.05
+
+
+def test_hair_cut_by_a_thin_excluded_stroke_is_rejoined():
+    field = np.ones((120, 200), bool)
+    field[:, 95:110] = False  # a 15 px stroke (circle line + erosion) across the field
+    mask = np.zeros_like(field)
+    mask[55:63, 20:180] = True
+    mask &= field
+    bridged = bridge_field_gaps(mask, field)
+    assert bridged[55:63, 95:110].all()  # the gap under the hair is filled
+    assert not bridged[:50, 95:110].any() and not bridged[70:, 95:110].any()  # nothing else
+    assert (bridged & field).sum() == mask.sum()  # no new pixels inside the field
+    assert cv2.connectedComponents(bridged.astype(np.uint8))[0] == 2  # background + 1 hair
+    assert np.array_equal(bridge_field_gaps(mask, field, max_gap_px=0), mask)
+
+
+def test_wide_exclusions_and_the_image_border_are_not_bridged():
+    field = np.zeros((120, 200), bool)
+    field[3:-3, 3:-3] = True  # the eroded image border
+    field[:, 80:130] = False  # a 50 px exclusion: a bar, not a stroke
+    mask = np.zeros_like(field)
+    mask[55:63, 10:190] = True
+    mask &= field
+    bridged = bridge_field_gaps(mask, field)
+    assert np.array_equal(bridged, mask)
+    # A hair running into the border strip is not extended into it.
+    mask2 = np.zeros_like(field)
+    mask2[55:63, 3:60] = True
+    assert np.array_equal(bridge_field_gaps(mask2, field), mask2)
 
 
 def test_blue_label_text_boxed():

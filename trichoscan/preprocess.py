@@ -23,10 +23,12 @@ from .io import ImageSource, read_image
 
 __all__ = [
     "FIELD_ERODE_PX",
+    "OVERLAY_GAP_PX",
     "FOCUS_THRESHOLD",
     "Prepared",
     "QualityFlags",
     "assess_quality",
+    "bridge_field_gaps",
     "find_field",
     "flatten_illumination",
     "glare_mask",
@@ -39,6 +41,12 @@ logger = logging.getLogger(__name__)
 #: The field is eroded by this many pixels so that a hair reaching the border of the
 #: analysable area touches the field edge and is recognisable as cut.
 FIELD_ERODE_PX = 3
+
+#: Thin exclusions inside the field (a measuring circle's stroke, a drawn line, with the
+#: field's erosion on both sides) are at most this wide; hairs cut apart by one are rejoined
+#: across it (:func:`bridge_field_gaps`). Measured: FDU circles leave gaps up to ~20 px, the
+#: renderer's ~26 px at its 99th percentile.
+OVERLAY_GAP_PX = 25
 
 #: Strips along the border are searched for burned-in bars within this fraction of the side.
 BORDER_BAND_FRACTION = 0.12
@@ -341,6 +349,82 @@ def _find_field(pl: _Planes, erode_px: int = FIELD_ERODE_PX) -> np.ndarray:
         )
         field = cv2.erode(padded, k)[1:-1, 1:-1].astype(bool)
     return field
+
+
+def bridge_field_gaps(
+    mask: np.ndarray, field: np.ndarray, *, max_gap_px: int = OVERLAY_GAP_PX
+) -> np.ndarray:
+    """Rejoin hair pieces that a thin exclusion inside the field cut apart.
+
+    A measuring circle or drawn line is excluded from the field, so a hair crossing it
+    falls into two pieces, each with an end "cut" at the stroke: counted as two hairs (one
+    of them a tip) under the ``"visible"`` rule and as none under ``"inside"``. Each piece
+    that touches a thin gap is extended along its own direction (a line fitted to its
+    pixels), at its own width, across the gap; an extension is kept only where it joins two
+    pieces. The gap pixels stay outside the field (they add no area and no ends).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Bool (H, W) hair mask, already restricted to ``field``.
+    field : numpy.ndarray
+        Bool (H, W) analysable field.
+    max_gap_px : int
+        Widest gap bridged, in pixels; wider exclusions (bars, dark corners) are left.
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool (H, W): ``mask`` plus the bridging pixels inside thin gaps.
+    """
+    if max_gap_px <= 0 or not mask.any() or field.all():
+        return mask
+    size = 2 * (max_gap_px // 2) + 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    # Pad with "outside": the strip the field's erosion leaves along the image border is not
+    # a gap between two parts of the field.
+    pad = size
+    padded = cv2.copyMakeBorder(field.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT)
+    closed_field = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, disc)[pad:-pad, pad:-pad]
+    gap = closed_field.astype(bool) & ~field
+    if not gap.any():
+        return mask
+    m8 = mask.astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    near_gap = cv2.dilate(gap.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    touching = np.unique(labels[near_gap & mask])
+    touching = touching[touching > 0]
+    if touching.size == 0:
+        return mask
+    h, w = mask.shape
+    ext = np.zeros((h, w), np.uint8)
+    for k in touching:
+        x0, y0, bw, bh = (int(v) for v in stats[k, :4])
+        piece = labels[y0 : y0 + bh, x0 : x0 + bw] == k
+        ys, xs = np.nonzero(piece)
+        pts = np.column_stack([xs + x0, ys + y0]).astype(np.float32)
+        if pts.shape[0] < 3:
+            continue
+        vx, vy, _, _ = cv2.fitLine(pts, cv2.DIST_L2, 0, 0.01, 0.01).ravel()
+        along = pts @ np.array([vx, vy], np.float32)
+        width = pts.shape[0] / max(float(along.max() - along.min()) + 1.0, 1.0)
+        # The piece's end at the gap: the centre of its pixels next to the gap.
+        at_gap = near_gap[y0 : y0 + bh, x0 : x0 + bw][ys, xs]
+        ex, ey = pts[at_gap].mean(axis=0)
+        reach = max_gap_px + width
+        a = (int(round(ex - vx * reach)), int(round(ey - vy * reach)))
+        b = (int(round(ex + vx * reach)), int(round(ey + vy * reach)))
+        cv2.line(ext, a, b, 1, max(1, int(round(width))))
+    bridge = ext.astype(bool) & gap & ~mask
+    if not bridge.any():
+        return mask
+    # Keep only the bridges that join two or more pieces.
+    joined = mask | bridge
+    n2, labels2 = cv2.connectedComponents(joined.astype(np.uint8), connectivity=8)
+    pairs = np.unique(labels2[mask].astype(np.int64) * (n + 1) + labels[mask])
+    pieces_per = np.bincount(pairs // (n + 1), minlength=n2)
+    keep = pieces_per[labels2] >= 2
+    return mask | (bridge & keep)
 
 
 def _background(small: np.ndarray, field_small: np.ndarray) -> np.ndarray:
