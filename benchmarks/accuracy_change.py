@@ -80,25 +80,14 @@ MAX_TRIES = 4  # renders per wanted pair before giving up on the >= 150 hairs co
 DEV_SEEDS = 0
 
 
-class _TruthPipeline(Pipeline):
-    """The pipeline with the renderer's true hair mask in place of the segmenter."""
-
-    true_mask: np.ndarray | None = None
-
-    def _segment_prepared(self, prepared: Any, um_per_px: float | None) -> np.ndarray:
-        assert self.true_mask is not None
-        return self.true_mask & prepared.field
-
-
 _PIPELINES: dict[str, Pipeline] = {}
 
 
 def _pipeline(segmenter: str) -> Pipeline:
     if segmenter not in _PIPELINES:
-        if segmenter == "truth":
-            _PIPELINES[segmenter] = _TruthPipeline(PipelineConfig(segmenter="classical"))
-        else:
-            _PIPELINES[segmenter] = Pipeline(PipelineConfig(segmenter=segmenter))
+        # 'truth': the renderer's true masks are passed to analyze(mask=...).
+        name = "classical" if segmenter == "truth" else segmenter
+        _PIPELINES[segmenter] = Pipeline(PipelineConfig(segmenter=name))
     return _PIPELINES[segmenter]
 
 
@@ -106,10 +95,12 @@ def _measure(pair: RenderPair, segmenter: str) -> tuple[MeasuredPhoto, MeasuredP
     pipe = _pipeline(segmenter)
     out = []
     for side, r in (("before", pair.before), ("after", pair.after)):
-        if isinstance(pipe, _TruthPipeline):
-            pipe.true_mask = r.mask
         # The device's nominal scale for both photos, as a clinic would give it.
-        analysis = pipe.analyze(r.image, calibration=pair.nominal_um_per_px)
+        analysis = pipe.analyze(
+            r.image,
+            calibration=pair.nominal_um_per_px,
+            mask=r.mask if segmenter == "truth" else None,
+        )
         out.append(MeasuredPhoto(analysis, r.image, f"{pair.seed}-{side}"))
     return out[0], out[1]
 

@@ -263,11 +263,14 @@ def test_compare_measures_only_the_overlap_and_flags_the_fallback(pair):
 
 
 def test_compare_rendered_zero_change_pair():
+    # 480x640 (about 60 counted hairs): at 320x400 the classical segmenter's ~20 hairs swing
+    # by half between the sharp and the re-blurred photo (slivers that the faint-shaft
+    # filter drops in one photo only), too few for the zero-change check to be stable.
     config = synth.SynthConfig(
-        height=320, width=400, um_per_px=(8.0, 8.0), density_per_cm2=(280.0, 300.0), p_unshaved=0.0
+        height=480, width=640, um_per_px=(8.0, 8.0), density_per_cm2=(280.0, 300.0), p_unshaved=0.0
     )
     r = synth.render(2006, config)
-    assert sum(h.counted_exit for h in r.hairs) >= 25
+    assert sum(h.counted_exit for h in r.hairs) >= 50
     moved, _, _ = _warp(r.image, 9.0, -6.0, 2.0, gain=1.1, blur=0.5)
     cmp = compare(r.image, moved, calibration=r.um_per_px, segmenter="classical")
     assert cmp.registered, cmp.notes
@@ -428,17 +431,10 @@ def test_phototrichogram_of_a_rendered_pair():
 
     import trichoscan
 
-    class TrueMasks(trichoscan.Pipeline):
-        mask: np.ndarray
-
-        def _segment_prepared(self, prepared, um_per_px):
-            return self.mask & prepared.field
-
-    pipe = TrueMasks(trichoscan.PipelineConfig(segmenter="classical"))
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
     measured = []
     for side, render in (("before", pair.before), ("after", pair.after)):
-        pipe.mask = render.mask
-        analysis = pipe.analyze(render.image, calibration=pair.nominal_um_per_px)
+        analysis = pipe.analyze(render.image, calibration=pair.nominal_um_per_px, mask=render.mask)
         measured.append(MeasuredPhoto(analysis, render.image, side))
     exact = phototrichogram_measured(measured[0], measured[1], days=pair.days)
     assert exact.registered and exact.n_measured >= 8

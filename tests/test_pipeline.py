@@ -157,3 +157,80 @@ def test_auto_follows_the_model_cards_auto_block(tmp_path):
     assert pipe.segmenter_info.name == "classical"
     assert pipe.segmenter_info.note.startswith("loses on real photos")
     assert unet.auto_choice(tmp_path / "nothing") == (False, "")
+
+
+def _skin(h: int, w: int) -> np.ndarray:
+    """Light skin with a fine texture (a flat synthetic photo would read as a drawn bar)."""
+    noise = cv2.GaussianBlur(np.random.default_rng(0).normal(0, 1, (h, w)), (0, 0), 2)
+    return np.repeat((0.8 + 0.03 * noise / noise.std())[..., None], 3, axis=2).astype(np.float32)
+
+
+def _bars_photo(levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Skin with one horizontal dark bar per level (its grey value); the bar mask too."""
+    h, w = 40 + 60 * len(levels), 400
+    rgb = np.full((h, w, 3), 0.8, np.float32)
+    mask = np.zeros((h, w), bool)
+    for k, level in enumerate(levels):
+        y = 40 + 60 * k
+        rgb[y : y + 8, 40:360] = level
+        mask[y : y + 8, 40:360] = True
+    return rgb, mask
+
+
+def test_shaft_contrast_is_the_colour_distance_to_the_skin():
+    from trichoscan.counting import count_hairs
+    from trichoscan.pipeline import shaft_contrast
+
+    rgb, mask = _bars_photo((0.2, 0.7))
+    hairs = count_hairs(mask)
+    assert len(hairs) == 2
+    c = shaft_contrast(hairs, rgb, np.ones(mask.shape, bool), mask)
+    order = np.argsort([p[:, 1].mean() for p in hairs.paths])  # top bar first
+    assert c[order] == pytest.approx([0.6 * np.sqrt(3), 0.1 * np.sqrt(3)], rel=1e-3)
+
+
+def test_faint_ragged_shafts_are_dropped_before_counting():
+    """Two dark hairs, a faint even hair and a faint ragged streak: only the streak goes."""
+    h, w = 280, 400
+    mask = np.zeros((h, w), np.uint8)
+    level = np.ones((h, w), np.float32)
+    # Slightly tilted, textured shafts: axis-aligned flat bars would read as drawn lines.
+    for y, grey in ((40, 0.15), (100, 0.2), (160, 0.6)):
+        cv2.line(mask, (40, y), (360, y + 20), 1, 8)
+        level[mask.astype(bool) & (level == 1)] = grey / 0.8
+    for k, x in enumerate(range(40, 360, 40)):  # the streak's width steps between 4 and 14 px
+        cv2.line(mask, (x, 220 + x // 16), (x + 40, 220 + (x + 40) // 16), 1, 4 if k % 2 else 14)
+    level[mask.astype(bool) & (level == 1)] = 0.6 / 0.8
+    mask = mask.astype(bool)
+    rgb = _skin(h, w) * level[..., None]
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    found = pipe.analyze(rgb, calibration=5.0, count_rule="visible", mask=mask)
+    assert found.segmenter_used.name == "given mask"
+    kept = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical", faint_fraction=0))
+    assert (
+        kept.analyze(rgb, calibration=5.0, count_rule="visible", mask=mask).visible_hair_count == 4
+    )
+    assert found.visible_hair_count == 3
+    assert found.mask[160:175].sum() > 0.9 * mask[160:175].sum()  # the faint even hair stays
+    assert not found.mask[215:250].any()  # the streak's pixels left the mask
+
+
+def test_a_given_mask_must_match_the_photo():
+    rgb, mask = _bars_photo((0.15,))
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    with pytest.raises(InputError, match="mask"):
+        pipe.analyze(rgb, calibration=5.0, mask=mask[:-1])
+    with pytest.raises(InputError, match="mask"):
+        pipe.analyze(rgb, calibration=5.0, mask=mask.astype(np.uint8))
+
+
+def test_hair_crossing_a_measuring_circle_is_one_hair():
+    rgb = _skin(300, 400)
+    cv2.line(rgb, (40, 120), (360, 180), (0.15, 0.15, 0.15), 8, cv2.LINE_AA)
+    cv2.circle(rgb, (200, 150), 90, (0.95, 0.05, 0.05), 3, cv2.LINE_AA)
+    default = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    off = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical", bridge_gap_px=0))
+    assert off.analyze(rgb, calibration=5.0, count_rule="visible").visible_hair_count == 3
+    result = default.analyze(rgb, calibration=5.0, count_rule="visible")
+    assert result.visible_hair_count == 1
+    assert result.hairs.length_px[0] == pytest.approx(np.hypot(320, 60), abs=12)

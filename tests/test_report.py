@@ -123,7 +123,14 @@ def test_report_shows_the_batch_numbers(batch_dir, reports):
     for row in changes:
         pct = float(row["density_per_cm2_pct"])
         assert f"{report_module._fmt_signed(pct)} %" in page
-    assert page.count("significant</span>") >= 3 * 4
+    # One significance badge per defined change (a ratio with no vellus hair after is
+    # undefined and gets none).
+    metrics = ("density_per_cm2", "mean_width_um", "terminal_vellus_ratio")
+    metrics += ("cumulative_thickness_mm_per_cm2",)
+    defined = sum(row[f"{m}_significant"] != "" for row in changes for m in metrics)
+    assert defined >= 3 * 3
+    badges = page.count("<span class='badge sig'>") + page.count("<span class='badge ns'>")
+    assert badges == defined + 1  # + the legend's example badge
     # Settings, model and scale.
     assert "classical" in page and "none (the classical segmenter has no weights)" in page
     assert "8 µm/px (given)" in page

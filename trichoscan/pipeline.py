@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .calibration import Calibration, read_scale_bar, resolve_calibration
@@ -19,7 +20,7 @@ from .errors import InputError
 from .follicles import assign_exit_ends
 from .io import read_image
 from .metrics import COUNT_RULES, Analysis, SegmenterInfo, WidthCutoffs, summarize
-from .preprocess import Prepared, prepare
+from .preprocess import OVERLAY_GAP_PX, Prepared, bridge_field_gaps, prepare
 from .segmentation import resolve_segmenter_name, segment_classical
 
 __all__ = ["PipelineConfig", "Pipeline", "analyze", "segment"]
@@ -28,6 +29,54 @@ logger = logging.getLogger(__name__)
 
 ImageInput = str | Path | bytes | np.ndarray
 CalibrationInput = float | str | Calibration | None
+
+
+#: Window (in the photo's typical hair widths) of the local skin colour around a shaft.
+_SKIN_WINDOW_WIDTHS = 6.0
+
+
+def shaft_contrast(
+    hairs: HairTable, rgb: np.ndarray, field: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Colour contrast of each hair shaft against the skin around it.
+
+    The mean RGB distance between a shaft's own pixels and the local skin colour (a
+    normalised box average of the field's non-hair pixels), so dark, light and grey hairs
+    all score by how much they differ from their skin.
+
+    Parameters
+    ----------
+    hairs : HairTable
+    rgb : (H, W, 3) float array in [0, 1]
+        The illumination-flattened photo.
+    field, mask : (H, W) bool arrays
+        The analysed field and the hair mask (left out of the skin average).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) float contrast per hair, 0 for a hair without pixels.
+    """
+    n = len(hairs)
+    if n == 0:
+        return np.zeros(0)
+    widths = hairs.width_px[hairs.width_px > 0]
+    typical = float(np.median(widths)) if widths.size else 3.0
+    k = max(3, int(_SKIN_WINDOW_WIDTHS * typical) | 1)
+    img = np.ascontiguousarray(rgb, dtype=np.float32)
+    skin = (field & ~mask).astype(np.float32)
+    wsum = cv2.blur(skin, (k, k), borderType=cv2.BORDER_REFLECT)
+    acc = cv2.blur(img * skin[..., None], (k, k), borderType=cv2.BORDER_REFLECT)
+    fallback = np.median(img[skin > 0], axis=0) if skin.any() else img.reshape(-1, 3).mean(0)
+    local = np.where((wsum > 0.05)[..., None], acc / np.maximum(wsum, 1e-6)[..., None], fallback)
+    dist = np.sqrt(np.sum(np.square(img - local), axis=2))
+    lab = hairs.labels.ravel()
+    own = lab > 0
+    top = int(hairs.labels.max(initial=0)) + 1
+    total = np.bincount(lab[own], weights=dist.ravel()[own], minlength=top)
+    count = np.bincount(lab[own], minlength=top)
+    per_id = total / np.maximum(count, 1)
+    return per_id[hairs.hair_id]
 
 
 @dataclass(frozen=True)
@@ -50,6 +99,17 @@ class PipelineConfig:
         A detected shaft shorter than this many of its own widths, or (with a known scale)
         shorter than this many µm, is not identifiable as a hair (a dot, an opening, a flake
         edge) and is dropped before counting.
+    faint_fraction, faint_reference, faint_uneven_sd : float
+        A shaft that is both faint -- its colour contrast against the skin around it
+        (:func:`shaft_contrast`) below ``faint_fraction`` of the photo's
+        ``faint_reference`` percentile (0-100) of shaft contrasts -- and ragged -- its width
+        SD above ``faint_uneven_sd`` of its width -- is not a hair (skin between bright
+        scale flakes, a haze edge) and is dropped before counting. Faint but even shafts
+        (grey, white and vellus hairs) stay. ``faint_fraction=0`` turns it off.
+    bridge_gap_px : int
+        Hairs cut apart by a thin exclusion inside the field (a measuring circle's stroke)
+        are rejoined across gaps up to this wide before counting
+        (:func:`trichoscan.preprocess.bridge_field_gaps`); 0 turns it off.
     """
 
     segmenter: str = "auto"
@@ -59,6 +119,10 @@ class PipelineConfig:
     model_dir: Path | None = None
     min_hair_length_widths: float = 3.0
     min_hair_length_um: float = 80.0
+    faint_fraction: float = 0.5
+    faint_reference: float = 75.0
+    faint_uneven_sd: float = 0.2
+    bridge_gap_px: int = OVERLAY_GAP_PX
 
     def __post_init__(self) -> None:
         if self.count_rule not in COUNT_RULES:
@@ -73,6 +137,10 @@ class PipelineConfig:
             "model_dir": None if self.model_dir is None else str(self.model_dir),
             "min_hair_length_widths": self.min_hair_length_widths,
             "min_hair_length_um": self.min_hair_length_um,
+            "faint_fraction": self.faint_fraction,
+            "faint_reference": self.faint_reference,
+            "faint_uneven_sd": self.faint_uneven_sd,
+            "bridge_gap_px": self.bridge_gap_px,
         }
 
 
@@ -142,6 +210,22 @@ class Pipeline:
         dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
         return hairs.select(keep), mask & ~dropped
 
+    def _drop_faint(
+        self, hairs: HairTable, mask: np.ndarray, prepared: Prepared
+    ) -> tuple[HairTable, np.ndarray]:
+        """Drop faint, ragged shafts (see PipelineConfig); their pixels leave the mask."""
+        cfg = self.config
+        if cfg.faint_fraction <= 0 or len(hairs) == 0:
+            return hairs, mask
+        contrast = shaft_contrast(hairs, prepared.rgb, prepared.field, mask)
+        faint = contrast < cfg.faint_fraction * float(np.percentile(contrast, cfg.faint_reference))
+        ragged = hairs.width_sd_px > cfg.faint_uneven_sd * hairs.width_px
+        keep = ~(faint & ragged)
+        if keep.all():
+            return hairs, mask
+        dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
+        return hairs.select(keep), mask & ~dropped
+
     def segment(self, image: ImageInput, *, calibration: CalibrationInput = None) -> np.ndarray:
         """Bool hair mask of ``image``, the input's height x width."""
         rgb = read_image(image)
@@ -155,6 +239,7 @@ class Pipeline:
         calibration: CalibrationInput = None,
         count_rule: str | None = None,
         source: str | None = None,
+        mask: np.ndarray | None = None,
     ) -> Analysis:
         """Analyse one photo.
 
@@ -170,6 +255,10 @@ class Pipeline:
             Overrides the pipeline's default rule.
         source : str, optional
             Name recorded in the result (default: the path, when ``image`` is one).
+        mask : (H, W) bool array, optional
+            A hair mask made elsewhere (hand-traced, another model, a renderer's truth)
+            to use in place of the segmenter; everything after segmentation runs as usual
+            and ``segmenter_used`` says ``"given mask"``.
 
         Raises
         ------
@@ -182,9 +271,22 @@ class Pipeline:
         rgb = read_image(image)
         cal = self._calibrate(rgb, calibration)
         prepared = prepare(rgb)
-        mask = self._segment_prepared(prepared, cal.um_per_px)
+        segmenter = self.segmenter_info
+        if mask is None:
+            mask = self._segment_prepared(prepared, cal.um_per_px)
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != rgb.shape[:2] or mask.dtype != bool:
+                raise InputError(
+                    f"mask must be a bool array of the photo's shape {rgb.shape[:2]}, got "
+                    f"{mask.dtype} {mask.shape}"
+                )
+            mask = mask & prepared.field
+            segmenter = SegmenterInfo("given mask", requested="mask", note="given by the caller")
+        mask = bridge_field_gaps(mask, prepared.field, max_gap_px=self.config.bridge_gap_px)
         hairs = count_hairs(mask, um_per_px=cal.um_per_px)
         hairs, mask = self._drop_short(hairs, mask, cal.um_per_px)
+        hairs, mask = self._drop_faint(hairs, mask, prepared)
         hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
         if source is None and isinstance(image, str | Path):
             source = str(image)
@@ -195,7 +297,7 @@ class Pipeline:
             mask=mask,
             count_rule=rule,
             cutoffs=self.config.cutoffs,
-            segmenter=self.segmenter_info,
+            segmenter=segmenter,
             quality=prepared.quality,
             source=source,
         )
