@@ -234,3 +234,15 @@ def test_hair_crossing_a_measuring_circle_is_one_hair():
     result = default.analyze(rgb, calibration=5.0, count_rule="visible")
     assert result.visible_hair_count == 1
     assert result.hairs.length_px[0] == pytest.approx(np.hypot(320, 60), abs=12)
+
+
+def test_a_given_mask_runs_the_same_chain_as_the_segmenter(render):
+    """analyze(mask=segment(...)) gives the pipeline's own result: one chain after the mask."""
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    own = pipe.analyze(render.image, calibration=render.um_per_px)
+    mask = pipe.segment(render.image, calibration=render.um_per_px)
+    given = pipe.analyze(render.image, calibration=render.um_per_px, mask=mask)
+    assert given.hair_count == own.hair_count > 5
+    assert given.visible_hair_count == own.visible_hair_count
+    assert np.array_equal(given.hairs.labels, own.hairs.labels)
+    assert given.segmenter_used.name == "given mask" and own.segmenter_used.name == "classical"
