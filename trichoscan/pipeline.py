@@ -79,6 +79,16 @@ def shaft_contrast(
     return per_id[hairs.hair_id]
 
 
+def _drop_rows(
+    hairs: HairTable, mask: np.ndarray, keep: np.ndarray
+) -> tuple[HairTable, np.ndarray]:
+    """The rows where ``keep`` holds; the dropped rows' pixels leave the mask too."""
+    if keep.all():
+        return hairs, mask
+    dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
+    return hairs.select(keep), mask & ~dropped
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Settings of a :class:`Pipeline`.
@@ -205,10 +215,7 @@ class Pipeline:
         if um_per_px is not None:
             min_length = np.maximum(min_length, self.config.min_hair_length_um / um_per_px)
         keep = hairs.length_px >= min_length
-        if keep.all():
-            return hairs, mask
-        dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
-        return hairs.select(keep), mask & ~dropped
+        return _drop_rows(hairs, mask, keep)
 
     def _drop_faint(
         self, hairs: HairTable, mask: np.ndarray, prepared: Prepared
@@ -221,10 +228,7 @@ class Pipeline:
         faint = contrast < cfg.faint_fraction * float(np.percentile(contrast, cfg.faint_reference))
         ragged = hairs.width_sd_px > cfg.faint_uneven_sd * hairs.width_px
         keep = ~(faint & ragged)
-        if keep.all():
-            return hairs, mask
-        dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
-        return hairs.select(keep), mask & ~dropped
+        return _drop_rows(hairs, mask, keep)
 
     def segment(self, image: ImageInput, *, calibration: CalibrationInput = None) -> np.ndarray:
         """Bool hair mask of ``image``, the input's height x width."""
