@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .calibration import Calibration, read_scale_bar, resolve_calibration
@@ -20,7 +19,13 @@ from .errors import InputError
 from .follicles import assign_exit_ends
 from .io import read_image
 from .metrics import COUNT_RULES, Analysis, SegmenterInfo, WidthCutoffs, summarize
-from .preprocess import OVERLAY_GAP_PX, Prepared, bridge_field_gaps, prepare
+from .preprocess import (
+    OVERLAY_GAP_PX,
+    Prepared,
+    bridge_field_gaps,
+    local_skin_colour,
+    prepare,
+)
 from .segmentation import resolve_segmenter_name, segment_classical
 
 __all__ = ["PipelineConfig", "Pipeline", "analyze", "segment"]
@@ -62,13 +67,10 @@ def shaft_contrast(
         return np.zeros(0)
     widths = hairs.width_px[hairs.width_px > 0]
     typical = float(np.median(widths)) if widths.size else 3.0
-    k = max(3, int(_SKIN_WINDOW_WIDTHS * typical) | 1)
     img = np.ascontiguousarray(rgb, dtype=np.float32)
-    skin = (field & ~mask).astype(np.float32)
-    wsum = cv2.blur(skin, (k, k), borderType=cv2.BORDER_REFLECT)
-    acc = cv2.blur(img * skin[..., None], (k, k), borderType=cv2.BORDER_REFLECT)
-    fallback = np.median(img[skin > 0], axis=0) if skin.any() else img.reshape(-1, 3).mean(0)
-    local = np.where((wsum > 0.05)[..., None], acc / np.maximum(wsum, 1e-6)[..., None], fallback)
+    skin = field & ~mask
+    fallback = np.median(img[skin], axis=0) if skin.any() else img.reshape(-1, 3).mean(0)
+    local = local_skin_colour(img, skin, _SKIN_WINDOW_WIDTHS * typical, fallback, min_share=0.05)
     dist = np.sqrt(np.sum(np.square(img - local), axis=2))
     lab = hairs.labels.ravel()
     own = lab > 0

@@ -32,6 +32,7 @@ __all__ = [
     "find_field",
     "flatten_illumination",
     "glare_mask",
+    "local_skin_colour",
     "overlay_mask",
     "prepare",
 ]
@@ -425,6 +426,46 @@ def bridge_field_gaps(
     pieces_per = np.bincount(pairs // (n + 1), minlength=n2)
     keep = pieces_per[labels2] >= 2
     return mask | (bridge & keep)
+
+
+def local_skin_colour(
+    rgb: np.ndarray,
+    skin: np.ndarray,
+    window_px: float,
+    fallback: np.ndarray,
+    *,
+    min_share: float = 0.1,
+) -> np.ndarray:
+    """Local skin colour: a normalised box average of the ``skin`` pixels around each pixel.
+
+    Unlike a block median it is not pulled towards the hair colour where hairs cover much
+    of the window, as long as the hairs are left out of ``skin``.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) float32 array
+    skin : (H, W) bool array
+        The pixels to average (the field minus the hairs).
+    window_px : float
+        Side of the averaging window (made odd, at least 3).
+    fallback : array broadcastable to (H, W, 3)
+        The colour where less than ``min_share`` of the window is skin.
+    min_share : float
+        Share of skin pixels a window needs.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W, 3) float32.
+    """
+    weight = skin.astype(np.float32)
+    k = max(3, int(window_px) | 1)
+    wsum = cv2.blur(weight, (k, k), borderType=cv2.BORDER_REFLECT)
+    acc = cv2.blur(rgb * weight[..., None], (k, k), borderType=cv2.BORDER_REFLECT)
+    enough = wsum > min_share
+    out = np.broadcast_to(np.asarray(fallback, dtype=np.float32), rgb.shape).copy()
+    out[enough] = acc[enough] / wsum[enough, None]
+    return out
 
 
 def _background(small: np.ndarray, field_small: np.ndarray) -> np.ndarray:

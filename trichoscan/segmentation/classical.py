@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..preprocess import local_skin_colour
 
 __all__ = ["segment_classical", "ClassicalParams", "HAIR_WIDTH_UM", "DEFAULT_WIDTH_PX"]
 
@@ -792,23 +793,6 @@ def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
 # --------------------------------------------------------------------------- edges
 
 
-def _skin_colour(ch: _Channels, hair: np.ndarray, fld: np.ndarray, window: float) -> np.ndarray:
-    """Local skin colour with the hairs (and their dark rims) left out.
-
-    A normalised box average of the pixels away from ``hair``: unlike a block median, it
-    is not pulled towards the hair colour where hairs cover much of the block. Where too
-    little skin is left nearby, the block median of the channels is used.
-    """
-    skin = (fld & ~hair).astype(np.float32)
-    k = max(3, int(window) | 1)
-    wsum = cv2.blur(skin, (k, k), borderType=cv2.BORDER_REFLECT)
-    acc = cv2.blur(ch.rgb * skin[..., None], (k, k), borderType=cv2.BORDER_REFLECT)
-    enough = wsum > 0.1
-    out = ch.bg_rgb.copy()
-    out[enough] = acc[enough] / wsum[enough, None]
-    return out
-
-
 def _half_contrast_margin(
     ch: _Channels,
     margin: np.ndarray,
@@ -833,7 +817,7 @@ def _half_contrast_margin(
     r = math.ceil(reach)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     near = cv2.dilate(keep.astype(np.uint8), disk).astype(bool)
-    skin = _skin_colour(ch, near, fld, max(32.0, 4.0 * widths[1]))
+    skin = local_skin_colour(ch.rgb, fld & ~near, max(32.0, 4.0 * widths[1]), ch.bg_rgb)
     diff = ch.rgb - skin
     contrast = cv2.sqrt((diff * diff).sum(axis=2, dtype=np.float32))
 
