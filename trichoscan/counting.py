@@ -899,11 +899,8 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
         n_b < SPUR_FACTOR * np.append(radius0, 0.0)[np.max(ec, axis=1)]
     )
     # the non-spur ends at each original cluster, grouped by cluster in (branch, end) order
-    b0, e0 = np.nonzero(~short_terminal[:, None] & (ec >= 0))
-    c0 = ec[b0, e0]
-    srt = np.argsort(c0, kind="stable")
-    b0, e0 = b0[srt].tolist(), e0[srt].tolist()
-    cnt0 = np.bincount(c0, minlength=nc)
+    b0, e0, _, cnt0 = _ends_by_cluster(ec, ~short_terminal, nc)
+    b0, e0 = b0.tolist(), e0.tolist()
     off0 = np.concatenate([[0], np.cumsum(cnt0)]).tolist()
 
     def ends_at0(c: int) -> list[tuple[int, int]]:
@@ -981,6 +978,33 @@ def _resolve_topology(g: _Graph, dist: _ExactDistance) -> _Topology:
     )
 
 
+def _ends_by_cluster(
+    end_cluster: np.ndarray, keep: np.ndarray, nc: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Branch ends at clusters, grouped by cluster, in (branch, end) order inside each.
+
+    Parameters
+    ----------
+    end_cluster : (nb, 2) int array
+        Cluster at each end of each branch, -1 for a free end.
+    keep : (nb,) bool array
+        Branches taking part.
+    nc : int
+        Number of clusters.
+
+    Returns
+    -------
+    branch, end, cluster : (m,) int arrays
+        The ends, sorted by cluster (stable).
+    count : (nc,) int64
+        Ends per cluster.
+    """
+    b, e = np.nonzero(keep[:, None] & (end_cluster >= 0))
+    c = end_cluster[b, e]
+    srt = np.argsort(c, kind="stable")
+    return b[srt], e[srt], c[srt], np.bincount(c, minlength=nc).astype(np.int64)
+
+
 def _pair_ends(
     ef: _EndFrames,
     end_root: np.ndarray,
@@ -1003,11 +1027,7 @@ def _pair_ends(
     """
     nc = centre.shape[0]
     # all kept ends at clusters, grouped by cluster, in (branch, end) order inside
-    bi, ei = np.nonzero(alive[:, None] & (end_root >= 0))
-    ci = end_root[bi, ei]
-    srt = np.argsort(ci, kind="stable")
-    bi, ei, ci = bi[srt], ei[srt], ci[srt]
-    n_ends = np.bincount(ci, minlength=nc).astype(np.int64)
+    bi, ei, ci, n_ends = _ends_by_cluster(end_root, alive, nc)
     partner: dict[tuple[int, int], tuple[int, int]] = {}
     m = bi.shape[0]
     if m < 2:
