@@ -33,7 +33,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,7 @@ SCENE = SynthConfig(
     p_unshaved=0.0,
 )
 #: Trichogram sites: fewer hairs (they grow long and cross), same field.
-TRICHOGRAM_SCENE = SynthConfig(
-    height=1024,
-    width=1280,
-    um_per_px=(7.0, 9.0),
-    density_per_cm2=(150.0, 250.0),
-    p_unshaved=0.0,
-)
+TRICHOGRAM_SCENE = replace(SCENE, density_per_cm2=(150.0, 250.0))
 MIN_COUNTED = 150
 CHANGE_RANGE = (-15.0, 35.0)
 # Sub-ranges of the reserved ``change`` seeds, one per pair kind.

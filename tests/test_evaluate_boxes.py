@@ -215,12 +215,17 @@ def test_count_rule_and_device_profile_are_used(voc_dir):
     assert r.count_rule == "visible" and "fdu-70x-quadrant" in r.calibration
 
 
+def _copy_dataset(root, dest) -> None:
+    """Copy a VOC folder's images and annotations into ``dest`` (to spoil one file there)."""
+    for sub in ("images", "annotations"):
+        (dest / sub).mkdir()
+        for f in (root / sub).iterdir():
+            (dest / sub / f.name).write_bytes(f.read_bytes())
+
+
 def test_a_failed_image_is_reported_and_left_out_of_the_summary(voc_dir, tmp_path):
     root, written = voc_dir
-    for sub in ("images", "annotations"):
-        (tmp_path / sub).mkdir()
-        for f in (root / sub).iterdir():
-            (tmp_path / sub / f.name).write_bytes(f.read_bytes())
+    _copy_dataset(root, tmp_path)
     name = next(iter(written))
     (tmp_path / "images" / f"{name}.jpg").write_bytes(b"not a photo")
     r = training.evaluate_boxes(CLASSICAL, tmp_path, calibration=UM_PER_PX)
@@ -245,10 +250,7 @@ def test_bad_data_folders_raise_input_error(voc_dir, tmp_path):
 
 def test_corrupt_annotation_fails_before_any_analysis(voc_dir, tmp_path):
     root, written = voc_dir
-    for sub in ("images", "annotations"):
-        (tmp_path / sub).mkdir()
-        for f in (root / sub).iterdir():
-            (tmp_path / sub / f.name).write_bytes(f.read_bytes())
+    _copy_dataset(root, tmp_path)
     name = next(iter(written))
     (tmp_path / "annotations" / f"{name}.xml").write_text("<annotation><object>")
     calls = []
