@@ -168,8 +168,12 @@ def _draw_caption(out: np.ndarray, text: str) -> None:
     thickness = max(1, int(round(scale * 1.5)))
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     room = out.shape[1] - 16
-    if w > room > 0:  # small photos: shrink the caption to fit rather than cut it off
-        scale *= room / w
+    # Small photos: shrink the caption to fit rather than cut it off. Text width is not
+    # exactly proportional to the scale (OpenCV rounds glyph sizes), so shrink until it fits.
+    for _ in range(8):
+        if not w > room > 0:
+            break
+        scale *= 0.98 * room / w
         thickness = max(1, int(round(scale * 1.5)))
         (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     y0 = out.shape[0] - 8
