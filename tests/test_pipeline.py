@@ -246,3 +246,54 @@ def test_a_given_mask_runs_the_same_chain_as_the_segmenter(render):
     assert given.visible_hair_count == own.visible_hair_count
     assert np.array_equal(given.hairs.labels, own.hairs.labels)
     assert given.segmenter_used.name == "given mask" and own.segmenter_used.name == "classical"
+
+
+def _stub_pair_photo() -> tuple[np.ndarray, np.ndarray]:
+    """Five single hairs 8 px wide, and a short stub of two clipped hairs side by side.
+
+    The stub's two 8 px shafts (42 px long) touch across a 1 px slit that their edges close
+    every fourth row, as a side-by-side pair looks in a mask: a ladder, not one bar.
+    """
+    h, w = 360, 420
+    mask = np.zeros((h, w), bool)
+    for k in range(5):
+        y = 30 + 50 * k
+        mask[y : y + 8, 40 + 10 * k : 220 + 10 * k] = True
+    mask[40:82, 300:308] = True
+    mask[40:82, 309:317] = True
+    mask[40:82:4, 308] = True  # the bridges across the slit
+    rgb = _skin(h, w)
+    rgb[mask] = 0.2
+    return rgb, mask
+
+
+def test_a_short_stub_of_two_hairs_side_by_side_counts_two():
+    """The stub is as wide as it is long: judged by one hair's width it is a hair pair."""
+    rgb, mask = _stub_pair_photo()
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    found = pipe.analyze(rgb, calibration=5.0, count_rule="visible", mask=mask)
+    assert found.visible_hair_count == 7
+    stub = found.hairs.labels[40:82, 300:317]
+    assert np.unique(stub[stub > 0]).size == 1  # one shaft ...
+    row = int(np.flatnonzero(found.hairs.hair_id == stub.max())[0])
+    assert found.hairs.bundle_size[row] == 2  # ... of two hairs
+    assert found.hairs.length_px[row] == pytest.approx(42, abs=4)
+    # Judged by the whole shaft's width (the earlier rule) the stub was dropped as a blob,
+    # and with the slit left open its ladder skeleton fell into fragments.
+    old = trichoscan.PipelineConfig(segmenter="classical", min_shaft_length_widths=3.0)
+    assert (
+        trichoscan.Pipeline(old)
+        .analyze(rgb, calibration=5.0, count_rule="visible", mask=mask)
+        .visible_hair_count
+        == 5
+    )
+
+
+def test_round_blobs_are_still_not_hairs():
+    rgb, mask = _stub_pair_photo()
+    mask[40:82, 300:317] = False
+    cv2.circle(mask.view(np.uint8), (330, 200), 12, 1, -1)  # a dot as wide as a hair pair
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    assert (
+        pipe.analyze(rgb, calibration=5.0, count_rule="visible", mask=mask).visible_hair_count == 5
+    )

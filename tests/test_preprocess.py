@@ -20,6 +20,7 @@ from trichoscan.preprocess import (
     QualityFlags,
     assess_quality,
     bridge_field_gaps,
+    fill_slits,
     find_field,
     flatten_illumination,
     glare_mask,
@@ -433,3 +434,23 @@ def test_fdu_scale_bar_and_circle_quadrant():
     assert not p.field[924, 44:400].any()  # bar's horizontal arm
     assert not p.field[600:920, 44].any()  # bar's vertical arm
     assert 0.8 < p.quality.field_coverage < 0.95
+
+
+def test_thin_slits_between_touching_hairs_are_filled_and_real_holes_stay():
+    mask = np.zeros((100, 160), bool)
+    mask[20:60, 20:28] = mask[20:60, 29:37] = True  # two hairs with a 1 px slit ...
+    mask[20:60:5, 28] = mask[59, 28] = True  # ... closed every fifth row and at the end
+    mask[10:90, 70:78] = mask[10:90, 100:108] = True  # a loop: two hairs joined at both ends
+    mask[10:18, 70:108] = mask[82:90, 70:108] = True
+    mask[40:48, 150:160] = True  # a hair at the image border
+    mask[40:48, 140:150] = True
+    filled = fill_slits(mask)
+    assert filled[20:60, 28].all()  # the slit is gone
+    assert not filled[18:82, 78:100].any()  # the loop's hole (22 px wide) stays open
+    assert (filled & ~mask).sum() == 31  # exactly the slit's 40 - 9 pixels
+    assert np.array_equal(fill_slits(mask, max_gap_px=0), mask)
+    wide = np.zeros((60, 60), bool)
+    wide[10:50, 10:20] = wide[10:50, 23:33] = True  # a 3 px gap, closed at both ends
+    wide[10:13, 10:33] = wide[47:50, 10:33] = True
+    assert np.array_equal(fill_slits(wide), wide)  # wider than 2 px: skin between hairs
+    assert fill_slits(wide, max_gap_px=4)[20:40, 20:23].all()

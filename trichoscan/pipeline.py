@@ -23,6 +23,7 @@ from .preprocess import (
     OVERLAY_GAP_PX,
     Prepared,
     bridge_field_gaps,
+    fill_slits,
     local_skin_colour,
     prepare,
 )
@@ -107,10 +108,13 @@ class PipelineConfig:
         When no calibration is given, look for a burned-in scale bar.
     model_dir : Path, optional
         Directory with U-Net weights and model card (default: the shipped ``models/``).
-    min_hair_length_widths, min_hair_length_um : float
-        A detected shaft shorter than this many of its own widths, or (with a known scale)
-        shorter than this many µm, is not identifiable as a hair (a dot, an opening, a flake
-        edge) and is dropped before counting.
+    min_hair_length_widths, min_hair_length_um, min_shaft_length_widths : float
+        A detected shaft shorter than ``min_hair_length_widths`` of the width of one of its
+        hairs (its width over its bundle size: a short stub of two or three clipped hairs
+        side by side is as wide as it is long), shorter than ``min_shaft_length_widths`` of
+        its whole width, or (with a known scale) shorter than ``min_hair_length_um`` µm, is
+        not identifiable as a hair (a dot, an opening, a flake edge) and is dropped before
+        counting.
     faint_fraction, faint_reference, faint_uneven_sd : float
         A shaft that is both faint -- its colour contrast against the skin around it
         (:func:`shaft_contrast`) below ``faint_fraction`` of the photo's
@@ -122,6 +126,10 @@ class PipelineConfig:
         Hairs cut apart by a thin exclusion inside the field (a measuring circle's stroke)
         are rejoined across gaps up to this wide before counting
         (:func:`trichoscan.preprocess.bridge_field_gaps`); 0 turns it off.
+    slit_gap_px : float
+        Thin holes up to this wide between touching hairs are filled before counting
+        (:func:`trichoscan.preprocess.fill_slits`), so that a side-by-side pair is one
+        shaft of bundle size 2 rather than a ladder of fragments; 0 turns it off.
     """
 
     segmenter: str = "auto"
@@ -131,10 +139,12 @@ class PipelineConfig:
     model_dir: Path | None = None
     min_hair_length_widths: float = 3.0
     min_hair_length_um: float = 80.0
+    min_shaft_length_widths: float = 1.5
     faint_fraction: float = 0.5
     faint_reference: float = 75.0
     faint_uneven_sd: float = 0.2
     bridge_gap_px: int = OVERLAY_GAP_PX
+    slit_gap_px: float = 2.0
 
     def __post_init__(self) -> None:
         if self.count_rule not in COUNT_RULES:
@@ -149,10 +159,12 @@ class PipelineConfig:
             "model_dir": None if self.model_dir is None else str(self.model_dir),
             "min_hair_length_widths": self.min_hair_length_widths,
             "min_hair_length_um": self.min_hair_length_um,
+            "min_shaft_length_widths": self.min_shaft_length_widths,
             "faint_fraction": self.faint_fraction,
             "faint_reference": self.faint_reference,
             "faint_uneven_sd": self.faint_uneven_sd,
             "bridge_gap_px": self.bridge_gap_px,
+            "slit_gap_px": self.slit_gap_px,
         }
 
 
@@ -213,9 +225,14 @@ class Pipeline:
         self, hairs: HairTable, mask: np.ndarray, um_per_px: float | None
     ) -> tuple[HairTable, np.ndarray]:
         """Drop shafts too short to be hairs; their pixels leave the mask too."""
-        min_length = self.config.min_hair_length_widths * hairs.width_px
+        cfg = self.config
+        per_hair_width = hairs.width_px / np.maximum(hairs.bundle_size, 1)
+        min_length = np.maximum(
+            cfg.min_hair_length_widths * per_hair_width,
+            cfg.min_shaft_length_widths * hairs.width_px,
+        )
         if um_per_px is not None:
-            min_length = np.maximum(min_length, self.config.min_hair_length_um / um_per_px)
+            min_length = np.maximum(min_length, cfg.min_hair_length_um / um_per_px)
         keep = hairs.length_px >= min_length
         return _drop_rows(hairs, mask, keep)
 
@@ -289,6 +306,8 @@ class Pipeline:
                 )
             mask = mask & prepared.field
             segmenter = SegmenterInfo("given mask", requested="mask", note="given by the caller")
+        if self.config.slit_gap_px > 0:
+            mask = fill_slits(mask, max_gap_px=self.config.slit_gap_px) & prepared.field
         mask = bridge_field_gaps(mask, prepared.field, max_gap_px=self.config.bridge_gap_px)
         hairs = count_hairs(mask, um_per_px=cal.um_per_px)
         hairs, mask = self._drop_short(hairs, mask, cal.um_per_px)
