@@ -111,7 +111,7 @@ class PipelineConfig:
     min_hair_length_widths, min_hair_length_um, min_shaft_length_widths : float
         A detected shaft shorter than ``min_hair_length_widths`` of the width of one of its
         hairs (its width over its bundle size: a short stub of two or three clipped hairs
-        side by side is as wide as it is long), shorter than ``min_shaft_length_widths`` of
+        side by side is nearly as wide as it is long), shorter than ``min_shaft_length_widths`` of
         its whole width, or (with a known scale) shorter than ``min_hair_length_um`` µm, is
         not identifiable as a hair (a dot, an opening, a flake edge) and is dropped before
         counting.
@@ -139,7 +139,7 @@ class PipelineConfig:
     model_dir: Path | None = None
     min_hair_length_widths: float = 3.0
     min_hair_length_um: float = 80.0
-    min_shaft_length_widths: float = 1.5
+    min_shaft_length_widths: float = 2.0
     faint_fraction: float = 0.5
     faint_reference: float = 75.0
     faint_uneven_sd: float = 0.2
