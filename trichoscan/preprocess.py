@@ -268,21 +268,28 @@ def _text_boxes(strokes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Background components of ``mask`` and which of them are holes.
+
+    Returns the label image of the background (0 on the mask) and a bool per label: the
+    component does not reach the image border. The background is 4-connected where the
+    mask is 8-connected, so a diagonal step between two mask pixels closes a hole.
+    """
+    n, labels = cv2.connectedComponents((~mask).astype(np.uint8), connectivity=4)
+    hole = np.ones(n, dtype=bool)
+    hole[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+    hole[0] = False
+    return labels, hole
+
+
 def _fill_interior_holes(mask: np.ndarray) -> np.ndarray:
     """``mask`` with every hole not connected to the image border filled.
 
     Vignetting darkens the periphery; a dark region enclosed by the lit field is a wide
     hair bundle or a dark lesion, never unlit, and must stay in the field.
     """
-    outside = (~mask).astype(np.uint8)
-    n, labels = cv2.connectedComponents(outside, connectivity=4)
-    if n <= 1:
-        return mask
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    touching = np.zeros(n, dtype=bool)
-    touching[edge] = True
-    touching[0] = False
-    return ~touching[labels]
+    labels, hole = _holes(mask)
+    return mask | hole[labels]
 
 
 def _lit_field(gray: np.ndarray) -> np.ndarray:
@@ -453,20 +460,11 @@ def fill_slits(mask: np.ndarray, *, max_gap_px: float = 2.0) -> np.ndarray:
     """
     if not mask.any():
         return mask
-    background = (~mask).astype(np.uint8)
-    # Background is 4-connected where the hair mask is 8-connected: a diagonal step between
-    # two hair pixels closes a hole.
-    n, labels = cv2.connectedComponents(background, connectivity=4)
-    if n <= 1:
-        return mask
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    depth = cv2.distanceTransform(background, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    thin = np.ones(n, dtype=bool)
-    thin[labels[depth > max_gap_px / 2.0]] = False
-    thin[edge] = False
-    thin[0] = False
+    labels, thin = _holes(mask)
     if not thin.any():
         return mask
+    depth = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    thin[labels[depth > max_gap_px / 2.0]] = False
     return mask | thin[labels]
 
 
