@@ -111,10 +111,10 @@ class PipelineConfig:
     min_hair_length_widths, min_hair_length_um, min_shaft_length_widths : float
         A detected shaft shorter than ``min_hair_length_widths`` of the width of one of its
         hairs (its width over its bundle size: a short stub of two or three clipped hairs
-        side by side is nearly as wide as it is long), shorter than ``min_shaft_length_widths`` of
-        its whole width, or (with a known scale) shorter than ``min_hair_length_um`` µm, is
-        not identifiable as a hair (a dot, an opening, a flake edge) and is dropped before
-        counting.
+        side by side is nearly as wide as it is long), shorter than
+        ``min_shaft_length_widths`` of its whole width, or (with a known scale) shorter than
+        ``min_hair_length_um`` µm, is not identifiable as a hair (a dot, an opening, a flake
+        edge) and is dropped before counting.
     faint_fraction, faint_reference, faint_uneven_sd : float
         A shaft that is both faint -- its colour contrast against the skin around it
         (:func:`shaft_contrast`) below ``faint_fraction`` of the photo's
