@@ -442,10 +442,12 @@ def test_thin_slits_between_touching_hairs_are_filled_and_real_holes_stay():
     mask[20:60:5, 28] = mask[59, 28] = True  # ... closed every fifth row and at the end
     mask[10:90, 70:78] = mask[10:90, 100:108] = True  # a loop: two hairs joined at both ends
     mask[10:18, 70:108] = mask[82:90, 70:108] = True
-    mask[40:48, 150:160] = True  # a hair at the image border
-    mask[40:48, 140:150] = True
+    # two hairs whose slit runs out through the image border: not enclosed, not filled
+    mask[40:48, 140:160] = mask[50:58, 140:160] = True
+    mask[48:50, 145] = True
     filled = fill_slits(mask)
     assert filled[20:60, 28].all()  # the slit is gone
+    assert not filled[48:50, 146:160].any()  # the slit open to the border stays open
     assert not filled[18:82, 78:100].any()  # the loop's hole (22 px wide) stays open
     assert (filled & ~mask).sum() == 31  # exactly the slit's 40 - 9 pixels
     assert np.array_equal(fill_slits(mask, max_gap_px=0), mask)
