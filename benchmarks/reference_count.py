@@ -31,6 +31,7 @@ B_UM2, B_UM3 = 100.0, 200.0
 B_UNEVEN, B_UNEVEN_UM = 0.12, 60.0
 RAY_STEP = 1.0
 RAY_FINE = 4
+RETHIN_FRACTION = 0.25
 
 NB8 = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
@@ -71,6 +72,22 @@ def reference_count(mask, um_per_px=None) -> dict:
         return {"hairs": [], "labels": {}}
     sk_arr = skeletonize(mask)
     skel = {(y, x) for y in range(H) for x in range(W) if sk_arr[y, x]}
+    # a component thinned to almost nothing is thinned again, turned by 90 degrees
+    for comp in _components(fg, _nbrs8, lambda p: p[0] * W + p[1]):
+        ys = [p[0] for p in comp]
+        xs = [p[1] for p in comp]
+        y0, x0 = min(ys), min(xs)
+        bh, bw = max(ys) - y0 + 1, max(xs) - x0 + 1
+        have = [p for p in comp if p in skel]
+        if len(have) >= RETHIN_FRACTION * math.hypot(bw, bh):
+            continue
+        box = np.zeros((bh, bw), bool)
+        for y, x in comp:
+            box[y - y0, x - x0] = True
+        again = np.rot90(skeletonize(np.ascontiguousarray(np.rot90(box))), -1)
+        if int(again.sum()) >= 2 * len(have):
+            skel -= set(have)
+            skel |= {(y0 + y, x0 + x) for y, x in zip(*np.nonzero(again), strict=True)}
     D = _edt(mask, fg)
 
     def nbrs(p, within):
@@ -486,12 +503,19 @@ def reference_count(mask, um_per_px=None) -> dict:
             for p in paths[b]:
                 area_owner[p] = zone_area.get(c, 0)
                 label_owner[p] = zone_label.get(c, 0)
-    sk_sorted = sorted(skel, key=rank)
+    # a mask pixel belongs to a skeleton pixel of its own 8-connected mask component
+    component_of = {}
+    for i, comp in enumerate(_components(fg, nbrs, rank)):
+        for p in comp:
+            component_of[p] = i
+    skel_of_component = {}
+    for q in sorted(skel, key=rank):
+        skel_of_component.setdefault(component_of[q], []).append(q)
     area = [0] * (n + 1)
     labels = {}
     for p in sorted(fg, key=rank):
         best_q, best_d = None, None
-        for q in sk_sorted:
+        for q in skel_of_component[component_of[p]]:
             d = (q[0] - p[0]) ** 2 + (q[1] - p[1]) ** 2
             if best_d is None or d < best_d:
                 best_q, best_d = q, d
@@ -643,6 +667,11 @@ def _edt(mask, fg) -> dict:
             r += 1
         out[(y, x)] = math.sqrt(best) if best is not None else math.inf
     return out
+
+
+def _nbrs8(p, within):
+    y, x = p
+    return [(y + dy, x + dx) for dy, dx in NB8 if (y + dy, x + dx) in within]
 
 
 def _components(pixels, nbrs, rank) -> list[list]:

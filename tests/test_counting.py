@@ -464,3 +464,35 @@ def test_neighbour_count_and_branch_ends_match_direct_counts():
         g = _skeleton_graph(skel, np.flatnonzero(skel).astype(np.int32))
         n = np.diff(g.offsets)
         assert (n[g.is_cycle] >= 3).all() and (n > 0).all()
+
+
+def test_a_45_degree_bar_down_to_the_right_is_not_thinned_away():
+    """Zhang-Suen thinning erases this exact staircase to one pixel; the core re-thins it."""
+    from skimage.morphology import skeletonize
+
+    bar = _bar((120, 120), (60.5, 60.25), 50.0, 7.0, math.pi / 4)
+    assert skeletonize(bar).sum() <= 2  # the thinning's own failure, which this guards
+    t = count_hairs(bar)
+    assert len(t) == 1
+    assert t.length_px[0] == pytest.approx(50.0, rel=0.03)
+    assert t.width_px[0] == pytest.approx(bar.sum() / t.length_px[0], rel=0.05)
+    turned = count_hairs(np.ascontiguousarray(bar[:, ::-1]))  # the mirror thins correctly
+    assert turned.length_px[0] == pytest.approx(t.length_px[0], abs=1.0)
+
+
+def test_a_tip_near_another_hair_keeps_its_own_pixels():
+    """A square-cut tip 3 px from another hair: its corner pixels lie nearer to the other
+    hair's skeleton than to its own (thinning stops short of the tip), but belong to it."""
+    m = _bar((180, 180), (69.8, 72.1), 80.4, 5.67, 1.375) | _bar(
+        (180, 180), (118.1, 41.8), 81.7, 7.16, 2.356
+    )
+    m = np.ascontiguousarray(np.rot90(m))  # (found by the rotation property test)
+    t = count_hairs(m)
+    assert len(t) == 2
+    n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+    assert n == 3
+    for c in (1, 2):
+        ids = np.unique(t.labels[comp == c])
+        assert ids.size == 1
+        row = int(np.flatnonzero(t.hair_id == ids[0])[0])
+        assert t.width_px[row] == pytest.approx((comp == c).sum() / t.length_px[row], rel=0.02)

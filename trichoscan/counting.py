@@ -213,6 +213,9 @@ BUNDLE_MIN_UM_3 = 200.0
 BUNDLE_UNEVEN_SD = 0.12
 BUNDLE_UNEVEN_MIN_UM = 60.0
 #: Tip offsets: step (px) of the ray cast from a free end to the hair's tip.
+#: A component whose skeleton has fewer pixels than this share of its bounding-box
+#: diagonal is thinned again turned by 90 degrees (see ``_rethin_collapsed``).
+RETHIN_FRACTION = 0.25
 TIP_STEP = 1.0
 TIP_FINE = 4
 
@@ -244,7 +247,11 @@ def count_hairs(mask: np.ndarray, *, um_per_px: float | None = None) -> HairTabl
     The algorithm, exactly (``benchmarks/reference_count.py`` implements the same text in
     plain Python; the constants are the module's upper-case names):
 
-    1. Skeleton: :func:`skimage.morphology.skeletonize`. ``D``: exact Euclidean distance of
+    1. Skeleton: :func:`skimage.morphology.skeletonize`; an 8-connected mask component whose
+       skeleton has fewer pixels than ``RETHIN_FRACTION`` of its bounding-box diagonal is
+       thinned again turned by 90 degrees (its box, other components blanked), and that
+       skeleton replaces the first when it has at least twice as many pixels (Zhang-Suen
+       erases a staircase bar running down to the right). ``D``: exact Euclidean distance of
        each pixel centre to the nearest background pixel in the image (the image border is
        not background, so hairs cut by the border keep their width).
     2. Skeleton pixels with >= 3 skeleton 8-neighbours are junction pixels; their
@@ -275,12 +282,13 @@ def count_hairs(mask: np.ndarray, *, um_per_px: float | None = None) -> HairTabl
        symmetrically at open ends), with each free end's last half width replaced by a ray
        cast to the mask's edge (``_tip_offsets``); the raw chain code is about 5 % long and
        angle dependent.
-    8. Width: every mask pixel goes to its nearest skeleton pixel (ties: smallest raster
-       index). The pixels of a cluster that two or more hairs touch (with its absorbed
-       branches and spurs) are the junction zone and count for no hair. Width = assigned
-       area / the length share of the hair's owned path points. Width SD: population SD of
-       ``2 D`` at the hair's skeleton points more than ``ceil(width / 2)`` points from its
-       ends and junction centres (0 with fewer than 2 such points).
+    8. Width: every mask pixel goes to its nearest skeleton pixel of its own 8-connected
+       mask component (ties: smallest raster index). The pixels of a cluster that two or
+       more hairs touch (with its absorbed branches and spurs) are the junction zone and
+       count for no hair. Width = assigned area / the length share of the hair's owned
+       path points. Width SD: population SD of ``2 D`` at the hair's skeleton points more
+       than ``ceil(width / 2)`` points from its ends and junction centres (0 with fewer
+       than 2 such points).
     9. Units: hairs ending at one cluster share a unit (V); a hair ending on another hair
        whose nearer end is at most ``STEM_MAX_WIDTHS`` of its widths away (a Y's stem) joins
        it; the two parts of a split V share one; other hairs (X, T) have their own.
@@ -380,8 +388,40 @@ def _skeleton_and_mask_scan(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         job = pool.submit(skeletonize, m.view(bool))
         pix = _mask_pixels(m)
         chamfer = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8, ltype=cv2.CV_32S)
         skel = job.result().view(np.uint8)
+    _rethin_collapsed(skel, comp, stats)
     return skel, pix, chamfer
+
+
+def _rethin_collapsed(skel: np.ndarray, comp: np.ndarray, stats: np.ndarray) -> None:
+    """Re-thin, in place, components whose skeleton the thinning all but erased.
+
+    Zhang-Suen thinning erodes a straight staircase bar running down to the right (a 45
+    degree hair rasterised without jitter) to a single pixel; the same bar turned by 90
+    degrees thins correctly. A component whose skeleton has fewer pixels than
+    ``RETHIN_FRACTION`` of its bounding-box diagonal is thinned again turned by 90 degrees
+    (its crop, other components blanked), and that skeleton, turned back, replaces the
+    first when it has at least twice as many pixels.
+    """
+    from skimage.morphology import skeletonize
+
+    n = stats.shape[0]
+    if n <= 1:
+        return
+    sk_pix = _nonzero_flat(skel)
+    counts = np.bincount(comp.ravel()[sk_pix], minlength=n)
+    diag = np.hypot(stats[:, 2], stats[:, 3])  # columns: x, y, width, height, area
+    for c in np.flatnonzero(counts < RETHIN_FRACTION * diag).tolist():
+        if c == 0:
+            continue
+        x, y, bw, bh = (int(v) for v in stats[c, :4])
+        own = comp[y : y + bh, x : x + bw] == c
+        turned = skeletonize(np.ascontiguousarray(np.rot90(own)))
+        back = np.rot90(turned, -1)
+        if int(back.sum()) >= 2 * int(counts[c]):
+            box = skel[y : y + bh, x : x + bw]
+            box[own] = back[own]
 
 
 def _validate_mask(mask: np.ndarray) -> np.ndarray:
@@ -473,6 +513,8 @@ def _first_on_circles(
     w: int,
     *,
     want_offset: bool,
+    target: np.ndarray | None = None,
+    kmax: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Nearest feature pixel of each query pixel: exact squared distance and offset.
 
@@ -488,6 +530,12 @@ def _first_on_circles(
         Row pitch of the padded image and width of the unpadded one.
     want_offset : bool
         Whether to return the offset of the nearest feature pixel.
+    target : 1-D int array, optional
+        Per query, the feature value that counts as a hit (``feat`` is then an int image);
+        without it every nonzero ``feat`` pixel is a feature.
+    kmax : int, optional
+        Largest squared radius the padding covers; a search past it raises
+        ``RuntimeError`` (default: half the padded image's height, squared).
 
     Returns
     -------
@@ -511,6 +559,7 @@ def _first_on_circles(
     if n < 2**31:
         order = order.astype(np.int32)
     qs = q[order]
+    ts = None if target is None else target[order]
     counts = np.bincount(klo)
     bounds = np.zeros(counts.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=bounds[1:])
@@ -519,7 +568,8 @@ def _first_on_circles(
     left_pos = np.zeros(0, dtype=np.int64)
     left_q = qs[:0]
     k = groups[-1]
-    kmax = ((feat.shape[0] // wp) // 2) ** 2  # the pad must cover every search
+    if kmax is None:
+        kmax = ((feat.shape[0] // wp) // 2) ** 2  # the pad must cover every search
     while groups or left_pos.size:
         if not left_pos.size and groups[-1] > k:
             k = groups[-1]
@@ -539,7 +589,8 @@ def _first_on_circles(
                 new_pos.append(pos)
                 new_q.append(qb)
                 continue
-            hit = _hits_on_circle(feat, qb, circle, wp, want_offset)
+            tb = None if ts is None else ts[where]
+            hit = _hits_on_circle(feat, qb, circle, wp, want_offset, tb)
             if want_offset:
                 offs = np.array([dy * w + dx for dy, dx in circle] + [0], dtype=np.int32)
                 off_s[where] = offs[hit]  # hit == -1 picks the sentinel; rewritten later
@@ -571,20 +622,30 @@ def _first_on_circles(
 
 
 def _hits_on_circle(
-    feat: np.ndarray, qb: np.ndarray, circle: tuple, wp: int, want_offset: bool
+    feat: np.ndarray,
+    qb: np.ndarray,
+    circle: tuple,
+    wp: int,
+    want_offset: bool,
+    target: np.ndarray | None = None,
 ) -> np.ndarray:
     """Feature pixels on one lattice circle around each query.
 
     Returns the index of the first feature offset in raster order (-1 when none, int16)
-    when ``want_offset``, else whether there is one (bool).
+    when ``want_offset``, else whether there is one (bool). With ``target`` a hit is a
+    ``feat`` value equal to the query's target.
     """
     lo = min(dy * wp + dx for dy, dx in circle)
     qb = qb.astype(np.intp) + lo  # intp indices gather fastest; shifted views need no adds
     views = [feat[dy * wp + dx - lo :] for dy, dx in circle]
+
+    def gather(v: np.ndarray) -> np.ndarray:  # bool: a feature pixel at each query's offset
+        return v[qb] if target is None else v[qb] == target
+
     if not want_offset:
-        found = views[0][qb]
+        found = gather(views[0])
         for v in views[1:]:
-            np.logical_or(found, v[qb], out=found)
+            np.logical_or(found, gather(v), out=found)
         return found
     best = np.full(qb.shape[0], -1, dtype=np.int16)
     ctz = _lowest_bit_table()
@@ -592,7 +653,7 @@ def _hits_on_circle(
     for c0 in range(0, len(circle), 16):
         acc = np.zeros(qb.shape[0], dtype=np.uint16)
         for j, v in enumerate(views[c0 : c0 + 16]):
-            hit = v[qb].view(np.uint8).astype(np.uint16)
+            hit = gather(v).view(np.uint8).astype(np.uint16)
             acc |= hit << np.uint16(j)
         first = ctz[acc]
         if c0 == 0:
@@ -1490,6 +1551,51 @@ def _nearest_skeleton(
     return pix, pix + off
 
 
+def _within_component(
+    m: np.ndarray, skel: np.ndarray, pix: np.ndarray, near: np.ndarray
+) -> np.ndarray:
+    """Nearest skeleton pixel of each mask pixel within its own 8-connected mask component.
+
+    The nearest skeleton pixel of a hair's square-cut tip can belong to another hair a few
+    pixels away (thinning ends the skeleton up to a width short of the tip); such pixels
+    are searched again among the skeleton pixels of their own component (thinning keeps
+    one skeleton per component), from their unrestricted distance up (ties: smallest
+    raster index, as in :func:`_nearest_skeleton`).
+    """
+    import cv2
+
+    h, w = m.shape
+    n, comp = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
+    flat = comp.ravel()
+    stray = np.flatnonzero(flat[pix] != flat[near])
+    if stray.size == 0:
+        return near
+    q = pix[stray]
+    target = flat[q]
+    dy = q // w - near[stray] // w
+    dx = q % w - near[stray] % w
+    klo = (dy * dy + dx * dx).astype(np.int32)  # the unrestricted distance bounds it below
+    comp *= skel  # in place: the component label at skeleton pixels, 0 elsewhere
+    feat = comp.astype(np.uint16) if n < 2**16 else comp  # 2 bytes per pixel when it fits
+    del comp, flat
+    pad = math.isqrt(int(klo.max())) + 8
+    while True:
+        padded = cv2.copyMakeBorder(feat, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        wp = w + 2 * pad
+        qp = (q // w + pad) * wp + (q % w + pad)
+        try:
+            _, off = _first_on_circles(
+                padded.ravel(), qp, klo, wp, w, want_offset=True, target=target, kmax=pad * pad
+            )
+            break
+        except RuntimeError:  # the component's skeleton is farther than the pad: widen it
+            if pad > h + w:
+                raise
+            pad *= 2
+    near[stray] = q + off  # in place: ``near`` is the caller's fresh array
+    return near
+
+
 @functools.lru_cache(maxsize=4096)
 def _circle_offsets(k: int) -> tuple[tuple[int, int], ...]:
     """Lattice offsets (dy, dx) with dy**2 + dx**2 == k, in raster order."""
@@ -1599,6 +1705,7 @@ def _measure(
             own[g.order[gone]] = zone_code[np.repeat(zroot, np.diff(g.offsets))[gone]]
     # -- nearest skeleton pixel of every mask pixel: area and labels
     pix, near = _nearest_skeleton(m, skel, near_d2)
+    near = _within_component(m, skel, pix, near)
     code = own[near]
     del own, near
     area = np.bincount(np.maximum(code, 0), minlength=n + 1)[1:].astype(np.float64)
