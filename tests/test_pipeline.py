@@ -297,3 +297,37 @@ def test_round_blobs_are_still_not_hairs():
     assert (
         pipe.analyze(rgb, calibration=5.0, count_rule="visible", mask=mask).visible_hair_count == 5
     )
+
+
+def test_air_bubble_rims_are_not_counted_as_hairs():
+    """A bubble's bright rim and dark inner line look like a curved hair to the segmenter."""
+    h, w = 360, 480
+    rgb = _skin(h, w)
+    for y in (60, 150, 290):  # three dark hairs, one crossing the bubble
+        cv2.line(rgb, (40, y), (440, y + 30), (0.15, 0.12, 0.1), 7)
+    plain = trichoscan.analyze(rgb.copy(), calibration=5.0, segmenter="classical")
+    rim = np.zeros((h, w), np.float32)
+    cv2.circle(rim, (240, 180), 90, 1.0, 3, cv2.LINE_AA)
+    inner = np.zeros((h, w), np.float32)
+    cv2.circle(inner, (240, 180), 86, 1.0, 2, cv2.LINE_AA)
+    bubbled = np.clip(rgb + 0.2 * rim[..., None], 0, 1) * (1 - 0.5 * inner)[..., None]
+    result = trichoscan.analyze(bubbled.astype(np.float32), calibration=5.0, segmenter="classical")
+    assert plain.visible_hair_count == 3
+    assert result.visible_hair_count == 3
+
+
+def test_bubble_rim_rows_follow_the_ring_not_a_grazing_hair():
+    from trichoscan.counting import count_hairs
+    from trichoscan.pipeline import bubble_rim_rows
+    from trichoscan.preprocess import Bubble
+
+    mask = np.zeros((300, 400), np.uint8)
+    cv2.ellipse(mask, (200, 150), (100, 100), 0, 200, 320, 1, 3)  # 120 degrees of the ring
+    cv2.line(mask, (90, 255), (310, 255), 1, 6)  # a straight hair grazing the ring's bottom
+    cv2.line(mask, (20, 20), (120, 40), 1, 6)  # a hair far away
+    hairs = count_hairs(mask.astype(bool))
+    assert len(hairs) == 3
+    rim = bubble_rim_rows(hairs, [Bubble(200.0, 150.0, 100.0, 1.0)])
+    arc = np.argmax([np.ptp(p[:, 1]) for p in hairs.paths])  # the arc spans the most rows
+    assert rim.tolist() == [i == arc for i in range(3)]
+    assert not bubble_rim_rows(hairs, []).any()

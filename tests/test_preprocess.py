@@ -21,6 +21,7 @@ from trichoscan.preprocess import (
     assess_quality,
     bridge_field_gaps,
     fill_slits,
+    find_bubbles,
     find_field,
     flatten_illumination,
     glare_mask,
@@ -456,3 +457,38 @@ def test_thin_slits_between_touching_hairs_are_filled_and_real_holes_stay():
     wide[10:13, 10:33] = wide[47:50, 10:33] = True
     assert np.array_equal(fill_slits(wide), wide)  # wider than 2 px: skin between hairs
     assert fill_slits(wide, max_gap_px=4)[20:40, 20:23].all()
+
+
+# --- air bubbles ----------------------------------------------------------------------------
+
+
+def _bubble(img: np.ndarray, centre: tuple[int, int], radius: int) -> np.ndarray:
+    """Draw an air bubble as the renderer does: a bright rim with a dark line inside it."""
+    out = img.copy()
+    rim = np.zeros(img.shape[:2], np.float32)
+    cv2.circle(rim, centre, radius, 1.0, 3, cv2.LINE_AA)
+    inner = np.zeros(img.shape[:2], np.float32)
+    cv2.circle(inner, centre, radius - 4, 1.0, 1, cv2.LINE_AA)
+    out = out + 0.25 * cv2.GaussianBlur(rim, (0, 0), 0.8)[..., None]
+    out = out * (1.0 - 0.25 * cv2.GaussianBlur(inner, (0, 0), 1.0))[..., None]
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def test_bubbles_are_found_whole_and_cut_by_the_border():
+    img = _bubble(_bubble(_scalp(seed=3), (250, 200), 70), (630, 300), 60)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    found = sorted(find_bubbles(gray, np.ones(gray.shape, bool)))
+    assert len(found) == 2
+    for b, (x, y, r) in zip(found, ((250, 200, 70), (630, 300, 60)), strict=True):
+        assert abs(b.x - x) <= 3 and abs(b.y - y) <= 3 and abs(b.radius_px - r) <= 3
+        assert b.rim_fraction > 0.8  # the cut one is scored on its visible half only
+    assert len(prepare(img).bubbles) == 2
+
+
+def test_no_bubbles_on_hairs_alone_even_light_crossing_ones():
+    img = _scalp(seed=4, hairs=20)
+    for (x0, y0), (x1, y1) in (((100, 100), (400, 300)), ((120, 320), (420, 90))):
+        cv2.line(img, (x0, y0), (x1, y1), (0.95, 0.9, 0.8), 6)  # white hairs, brighter than skin
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    assert find_bubbles(gray, np.ones(gray.shape, bool)) == []
+    assert prepare(img).bubbles == ()

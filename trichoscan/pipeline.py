@@ -7,6 +7,7 @@ batch reuses it across photos; :func:`analyze` and :func:`segment` are one-shot 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .io import read_image
 from .metrics import COUNT_RULES, Analysis, SegmenterInfo, WidthCutoffs, summarize
 from .preprocess import (
     OVERLAY_GAP_PX,
+    Bubble,
     Prepared,
     bridge_field_gaps,
     fill_slits,
@@ -90,6 +92,48 @@ def _drop_rows(
         return hairs, mask
     dropped = np.isin(hairs.labels, hairs.hair_id[~keep])
     return hairs.select(keep), mask & ~dropped
+
+
+#: A shaft is a bubble's rim when this share of its centre line lies within
+#: ``max(BUBBLE_RIM_TOL_PX, BUBBLE_RIM_TOL_FRACTION * radius)`` of the ring and it runs
+#: along at least ``BUBBLE_RIM_MIN_ARC_DEG`` of it: a straight hair only grazes a circle,
+#: and rendered hairs never turn by more than 70 degrees (99.9 % below 54).
+BUBBLE_RIM_SHARE = 0.8
+BUBBLE_RIM_TOL_PX = 4.0
+BUBBLE_RIM_TOL_FRACTION = 0.06
+BUBBLE_RIM_MIN_ARC_DEG = 30.0
+
+
+def bubble_rim_rows(hairs: HairTable, bubbles: Sequence[Bubble]) -> np.ndarray:
+    """Bool per row: does the shaft run along an air bubble's rim?
+
+    Parameters
+    ----------
+    hairs : HairTable
+        Hairs with their smoothed centre lines (``paths``, x/y in pixels).
+    bubbles : sequence of Bubble
+        From :func:`trichoscan.preprocess.find_bubbles`.
+    """
+    rim = np.zeros(len(hairs), dtype=bool)
+    for b in bubbles:
+        tol = max(BUBBLE_RIM_TOL_PX, BUBBLE_RIM_TOL_FRACTION * b.radius_px)
+        for i, path in enumerate(hairs.paths):
+            dx, dy = path[:, 0] - b.x, path[:, 1] - b.y
+            on = np.abs(np.hypot(dx, dy) - b.radius_px) <= tol
+            if on.mean() < BUBBLE_RIM_SHARE:
+                continue
+            angle = np.unwrap(np.arctan2(dy[on], dx[on]))
+            rim[i] |= np.degrees(np.ptp(angle)) >= BUBBLE_RIM_MIN_ARC_DEG
+    return rim
+
+
+def _drop_bubble_rims(
+    hairs: HairTable, mask: np.ndarray, bubbles: Sequence[Bubble]
+) -> tuple[HairTable, np.ndarray]:
+    """Drop shafts that are air-bubble rims; their pixels leave the mask."""
+    if not bubbles or len(hairs) == 0:
+        return hairs, mask
+    return _drop_rows(hairs, mask, ~bubble_rim_rows(hairs, bubbles))
 
 
 @dataclass(frozen=True)
@@ -312,6 +356,7 @@ class Pipeline:
         hairs = count_hairs(mask, um_per_px=cal.um_per_px)
         hairs, mask = self._drop_short(hairs, mask, cal.um_per_px)
         hairs, mask = self._drop_faint(hairs, mask, prepared)
+        hairs, mask = _drop_bubble_rims(hairs, mask, prepared.bubbles)
         hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
         if source is None and isinstance(image, str | Path):
             source = str(image)

@@ -10,6 +10,7 @@ against the skin next to it; :func:`assess_quality` says whether the photo can b
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, NamedTuple
@@ -31,6 +32,8 @@ __all__ = [
     "bridge_field_gaps",
     "find_field",
     "flatten_illumination",
+    "Bubble",
+    "find_bubbles",
     "glare_mask",
     "local_skin_colour",
     "overlay_mask",
@@ -79,6 +82,14 @@ VIGNETTE_FRACTION = 0.5
 #: Focus threshold on :func:`focus_score`. The FDU train+val photos (clinical, 2x upsampled)
 #: score ≥ 0.0054 (median 0.018); a 6 px Gaussian blur cuts a sharp photo's score > 5x.
 FOCUS_THRESHOLD = 0.004
+
+#: Air bubbles (:func:`find_bubbles`): circles of at least this radius (px, at the working
+#: scale, long side at most ``BUBBLE_WORK_SIDE``) whose thin bright rim shows over this
+#: share of their circumference. On development renders, bubbles score 0.55-1.0 and the
+#: circles that light hairs' edges suggest 0.0-0.27 (one pair of crossing blond hairs, 0.64).
+BUBBLE_MIN_RADIUS_PX = 8
+BUBBLE_MIN_RIM_FRACTION = 0.5
+BUBBLE_WORK_SIDE = 1000
 
 #: Glare: all channels this bright in the input photo count as specular reflection.
 GLARE_LEVEL = 0.96
@@ -611,6 +622,106 @@ def _glare_mask(pl: _Planes, field: np.ndarray) -> np.ndarray:
     return out.astype(bool) & field
 
 
+class Bubble(NamedTuple):
+    """An air bubble in the immersion fluid: a thin bright ring (pixel units)."""
+
+    x: float
+    y: float
+    radius_px: float
+    rim_fraction: float  # share of the visible circumference where the rim is seen
+
+
+def find_bubbles(gray: np.ndarray, field: np.ndarray) -> list[Bubble]:
+    """Air bubbles in the immersion fluid: thin bright rings in the field.
+
+    Candidate circles come from OpenCV's Hough transform (``HOUGH_GRADIENT_ALT``) on the
+    white top-hat of the luminance, which keeps thin bright structures only. A candidate
+    is kept when, over at least :data:`BUBBLE_MIN_RIM_FRACTION` of its circumference inside
+    the image, the ring (radius refined by up to ±4 px) is brighter than the band 6-9 px
+    inside and outside it by more than four robust SDs of the field's top-hat: a bubble's
+    rim is a closed ring, while the bright edges of light hairs that a circle happens to
+    touch line up with it over short stretches only.
+
+    Parameters
+    ----------
+    gray : numpy.ndarray
+        Float32 (H, W) luminance in [0, 1] (of the input photo).
+    field : numpy.ndarray
+        Bool (H, W) field mask.
+
+    Returns
+    -------
+    list of Bubble
+    """
+    scale = max(1, int(math.ceil(max(gray.shape) / BUBBLE_WORK_SIDE)))
+    g8 = np.clip(gray * 255.0, 0, 255).astype(np.uint8)
+    f8 = field.astype(np.uint8)
+    if scale > 1:
+        size = (gray.shape[1] // scale, gray.shape[0] // scale)
+        g8 = cv2.resize(g8, size, interpolation=cv2.INTER_AREA)
+        f8 = cv2.resize(f8, size, interpolation=cv2.INTER_NEAREST)
+    tophat = cv2.morphologyEx(
+        g8, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15))
+    )
+    tophat[f8 == 0] = 0
+    inside = tophat[f8 > 0].astype(np.float32)
+    if inside.size < 100:
+        return []
+    level = float(np.median(inside))
+    sd = 1.4826 * float(np.median(np.abs(inside - level)))
+    # the skin's faint texture would give the circle search most of its edges: keep only
+    # what stands out
+    bright = np.where(tophat > level + 3.0 * sd, tophat, 0).astype(np.uint8)
+    found = cv2.HoughCircles(
+        cv2.GaussianBlur(bright, (0, 0), 1.5),
+        cv2.HOUGH_GRADIENT_ALT,
+        dp=1.5,
+        minDist=20,
+        param1=60,
+        param2=0.7,
+        minRadius=BUBBLE_MIN_RADIUS_PX,
+        maxRadius=max(tophat.shape) // 2,
+    )
+    if found is None:
+        return []
+    th = tophat.astype(np.float32)
+    out = []
+    for x, y, r in found[0].tolist():
+        frac = _rim_fraction(th, x, y, r, max(sd, 1.0))
+        if frac >= BUBBLE_MIN_RIM_FRACTION:
+            out.append(Bubble(x * scale, y * scale, r * scale, frac))
+    return out
+
+
+def _rim_fraction(th: np.ndarray, x: float, y: float, r: float, sd: float) -> float:
+    """Share of the circle's in-image angles where a thin bright rim stands out."""
+    angles = np.linspace(0.0, 2.0 * np.pi, 360, endpoint=False)
+    cos, sin = np.cos(angles), np.sin(angles)
+    h, w = th.shape
+
+    def ring(dr: range) -> np.ndarray:  # (len(dr), 360) samples, NaN outside the image
+        rr = r + np.asarray(dr, dtype=np.float64)[:, None]
+        xs = np.rint(x + rr * cos).astype(np.int64)
+        ys = np.rint(y + rr * sin).astype(np.int64)
+        ok = (xs >= 0) & (ys >= 0) & (xs < w) & (ys < h)
+        v = np.full(xs.shape, np.nan, dtype=np.float32)
+        v[ok] = th[ys[ok], xs[ok]]
+        return v
+
+    profile = ring(range(-4, 5))
+    seen = np.isfinite(profile).all(axis=0)
+    if seen.sum() < 36:
+        return 0.0
+    best = int(np.argmax(np.median(profile[:, seen], axis=1))) - 4
+    on = ring(range(best - 2, best + 3)).max(axis=0)
+    off = np.concatenate([ring(range(best - 9, best - 5)), ring(range(best + 6, best + 10))])
+    seen &= np.isfinite(on) & np.isfinite(off).all(axis=0)
+    if seen.sum() < 36:
+        return 0.0
+    hit = on[seen] > off[:, seen].max(axis=0) + 4.0 * sd
+    return float(hit.mean())
+
+
 def focus_score(gray: np.ndarray, field: np.ndarray) -> float:
     """Focus measure: variance of the Laplacian in the field over the squared mean brightness.
 
@@ -748,6 +859,8 @@ class Prepared:
     quality : QualityFlags
     original : numpy.ndarray
         Float32 (H, W, 3) input RGB as read (for colour-based stages and overlays).
+    bubbles : tuple of Bubble
+        Air bubbles found in the field (:func:`find_bubbles`); their rims are not hairs.
     """
 
     rgb: np.ndarray
@@ -756,6 +869,7 @@ class Prepared:
     glare: np.ndarray
     quality: QualityFlags
     original: np.ndarray = dc_field(repr=False, default=None)  # type: ignore[assignment]
+    bubbles: tuple[Bubble, ...] = ()
 
     @property
     def counted_area(self) -> np.ndarray:
@@ -812,4 +926,15 @@ def prepare(image: ImageSource | np.ndarray) -> Prepared:
     quality = _assess(pl, field, glare)
     for w in quality.warnings:
         logger.info("quality: %s", w)
-    return Prepared(rgb=flat, gray=gray, field=field, glare=glare, quality=quality, original=rgb)
+    bubbles = tuple(find_bubbles(pl.gray, field))
+    if bubbles:
+        logger.info("%d air bubble(s) in the field; their rims are not counted", len(bubbles))
+    return Prepared(
+        rgb=flat,
+        gray=gray,
+        field=field,
+        glare=glare,
+        quality=quality,
+        original=rgb,
+        bubbles=bubbles,
+    )
