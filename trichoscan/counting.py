@@ -344,9 +344,8 @@ def _count_hairs_staged(
             "the mask is entirely foreground: no hair shapes can be separated; "
             "check the segmentation (is the mask inverted?)"
         )
-    skel, mask_pix, chamfer = _skeleton_and_mask_scan(m)
+    skel, skel_pix, mask_pix, chamfer = _skeleton_and_mask_scan(m)
     t1 = clock()
-    skel_pix = _nonzero_flat(skel)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # OpenCV releases the GIL: the chamfer bounds of the nearest-skeleton search are
         # made in a worker thread while this one builds the graph
@@ -375,8 +374,10 @@ def _count_hairs_staged(
     return table
 
 
-def _skeleton_and_mask_scan(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Skeleton of ``m`` (uint8 0/1), flat indices of its mask pixels and its chamfer image.
+def _skeleton_and_mask_scan(
+    m: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Skeleton of ``m`` (uint8 0/1), its flat pixels, the mask's flat pixels, chamfer image.
 
     skimage's thinning releases the GIL, so it runs in a worker thread while this thread
     does the work that needs only the mask (see :func:`_mask_pixels`, :class:`_ExactDistance`).
@@ -390,11 +391,11 @@ def _skeleton_and_mask_scan(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         chamfer = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_5)
         n, comp, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8, ltype=cv2.CV_32S)
         skel = job.result().view(np.uint8)
-    _rethin_collapsed(skel, comp, stats)
-    return skel, pix, chamfer
+    skel_pix = _rethin_collapsed(skel, comp, stats)
+    return skel, skel_pix, pix, chamfer
 
 
-def _rethin_collapsed(skel: np.ndarray, comp: np.ndarray, stats: np.ndarray) -> None:
+def _rethin_collapsed(skel: np.ndarray, comp: np.ndarray, stats: np.ndarray) -> np.ndarray:
     """Re-thin, in place, components whose skeleton the thinning all but erased.
 
     Zhang-Suen thinning erodes a straight staircase bar running down to the right (a 45
@@ -402,14 +403,15 @@ def _rethin_collapsed(skel: np.ndarray, comp: np.ndarray, stats: np.ndarray) -> 
     degrees thins correctly. A component whose skeleton has fewer pixels than
     ``RETHIN_FRACTION`` of its bounding-box diagonal is thinned again turned by 90 degrees
     (its crop, other components blanked), and that skeleton, turned back, replaces the
-    first when it has at least twice as many pixels.
+    first when it has at least twice as many pixels. Returns the skeleton's flat pixels.
     """
     from skimage.morphology import skeletonize
 
+    sk_pix = _nonzero_flat(skel)
     n = stats.shape[0]
     if n <= 1:
-        return
-    sk_pix = _nonzero_flat(skel)
+        return sk_pix
+    changed = False
     counts = np.bincount(comp.ravel()[sk_pix], minlength=n)
     diag = np.hypot(stats[:, 2], stats[:, 3])  # columns: x, y, width, height, area
     for c in np.flatnonzero(counts < RETHIN_FRACTION * diag).tolist():
@@ -422,6 +424,8 @@ def _rethin_collapsed(skel: np.ndarray, comp: np.ndarray, stats: np.ndarray) -> 
         if int(back.sum()) >= 2 * int(counts[c]):
             box = skel[y : y + bh, x : x + bw]
             box[own] = back[own]
+            changed = True
+    return _nonzero_flat(skel) if changed else sk_pix
 
 
 def _validate_mask(mask: np.ndarray) -> np.ndarray:
