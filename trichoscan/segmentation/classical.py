@@ -41,6 +41,7 @@ so that the thinnest expected hair is still about 2.5 px wide:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -137,6 +138,11 @@ class ClassicalParams:
         The mask grows into pixels, at most ``grow_widths`` maximum hair widths from the
         found hair, whose colour contrast reaches ``half_contrast`` of the component's
         peak contrast (its ``contrast_quantile``); ``half_contrast=0`` turns it off.
+    second_skin_without_dark
+        The second pass measures colour against a skin colour averaged with the dark hairs
+        it found left out: on a densely dark-haired scalp the block medians sit partly on
+        hair, so the skin seen between the hairs looks lighter than "skin" and was found
+        as light hair.
     bridge_widths, bridge_directions
         Gaps along a hair are bridged with line closings ``bridge_widths`` maximum hair
         widths long in ``bridge_directions`` orientations; ``bridge_widths=0`` (default)
@@ -174,6 +180,7 @@ class ClassicalParams:
     grow_widths: float = 0.5
     bridge_widths: float = 0.0
     bridge_directions: int = 16
+    second_skin_without_dark: bool = True
 
 
 def segment_classical(
@@ -245,6 +252,8 @@ def segment_classical(
         )
         if pol == "dark":
             dark_hair = margins[pol][0] > 0
+            if p.second_skin_without_dark and dark_hair.any():
+                chans = _without_dark_hair(chans, fld_s, dark_hair, work_widths)
     if polarity == "auto":
         margins = _choose_polarities(margins, p)
 
@@ -260,6 +269,36 @@ def segment_classical(
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def _without_dark_hair(
+    ch: _Channels, fld: np.ndarray, dark_hair: np.ndarray, widths: tuple[float, float]
+) -> _Channels:
+    """The channels with the second pass's skin levels re-estimated off the dark hairs.
+
+    The dark hairs (grown by a quarter of the widest hair, so their soft edges go too) are
+    filled with a normalised box average of the field's other pixels around them, and the
+    skin level is the block median of that, as for the first pass.
+    """
+    grow = max(1, math.ceil(0.25 * widths[1]))
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    near = cv2.dilate(dark_hair.astype(np.uint8), se).astype(bool)
+    window = max(32.0, 4.0 * widths[1])
+    # Dark-hair pixels take the box average of the skin around them; the block median
+    # then stays robust to the light hairs that the average includes.
+    around = local_skin_colour(ch.rgb, fld & ~near, window, ch.bg_rgb, min_share=0.05)
+    filled = np.where(near[..., None], around, ch.rgb)
+    bg_rgb = cv2.merge([_skin_level(c, window, 0.5) for c in cv2.split(filled)])
+    diff = ch.rgb - bg_rgb
+    colour = cv2.sqrt((diff * diff).sum(axis=2, dtype=np.float32))
+    bg_light = (bg_rgb[..., 0] + bg_rgb[..., 1] + bg_rgb[..., 2]) * np.float32(1.0 / 3.0)
+    return dataclasses.replace(
+        ch,
+        bg_rgb=bg_rgb,
+        bg_light=np.ascontiguousarray(bg_light),
+        colour=colour,
+        bg_colour=_skin_level(colour, window, 0.5),
+    )
 
 
 def _positive_number(value: object) -> bool:
