@@ -106,6 +106,17 @@ def test_side_strip_excluded():
     assert f[10:-10, 60:-10].all()
 
 
+def test_very_dark_skin_is_not_a_flat_border_strip():
+    # Very dark skin (grey level ~0.15) varies by less than 1 % of full scale, the old
+    # flatness tolerance: whole border columns read as a drawn strip and were cut away.
+    img = _scalp(seed=6) * 0.24
+    img[:, -30:] = 0.02  # a real flat strip on the same photo still goes
+    f = find_field(img)
+    e = FIELD_ERODE_PX
+    assert f[e:-e, e:-40].all()
+    assert not f[:, -30:].any()
+
+
 def test_vignette_corners_excluded():
     img = _vignette(_scalp(seed=4))
     f = find_field(img)
