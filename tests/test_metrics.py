@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from trichoscan.calibration import Calibration
-from trichoscan.counting import HairTable
+from trichoscan.counting import HairTable, count_hairs
 from trichoscan.errors import InputError
 from trichoscan.metrics import (
     SUMMARY_COLUMNS,
@@ -16,6 +17,7 @@ from trichoscan.metrics import (
     classify_widths,
     counted_by_rule,
     end_cut_flags,
+    hidden_end_flags,
     summarize,
     width_cut_flags,
 )
@@ -156,6 +158,51 @@ def test_bundles_count_as_several_hairs():
     assert result.hairs_per_unit == pytest.approx(2.0)
 
 
+def _bars(*lines: tuple[int, int, int, int, int]) -> HairTable:
+    """count_hairs on a mask of straight bars (x0, y0, x1, y1, thickness)."""
+    m = np.zeros((120, 200), np.uint8)
+    for x0, y0, x1, y1, thick in lines:
+        cv2.line(m, (x0, y0), (x1, y1), 1, thick)
+    return count_hairs(m.astype(bool))
+
+
+def test_end_against_another_shaft_is_hidden():
+    # T: a stem ending on the side of a long bar. Its junction end is hidden (where the
+    # hair goes on is unseen); its free end and the long bar's ends are not.
+    t = _bars((10, 60, 190, 60, 7), (100, 60, 100, 100, 5))
+    assert len(t) == 2
+    stem = int(np.argmin(t.length_px))
+    junction_end = 0 if t.end_a_xy[stem, 1] < t.end_b_xy[stem, 1] else 1
+    hidden = hidden_end_flags(t)
+    assert hidden[stem, junction_end] and not hidden[stem, 1 - junction_end]
+    assert not hidden[1 - stem].any()
+    # Exit rule: the stem counts only when its exit is the free end.
+    field = np.ones(t.labels.shape, bool)
+    cut = end_cut_flags(t, field)
+    exits = np.array(["a", "a"])
+    exits[stem] = "ab"[junction_end]
+    at_junction = counted_by_rule(t.with_exit_ends(exits), cut, "exit", hidden)
+    exits[stem] = "ab"[1 - junction_end]
+    at_free_end = counted_by_rule(t.with_exit_ends(exits), cut, "exit", hidden)
+    assert not at_junction[stem] and at_free_end[stem]
+    # The other rules ignore it.
+    assert counted_by_rule(t, cut, "inside", hidden)[stem]
+
+
+def test_shared_end_of_a_v_is_not_hidden():
+    # Two hairs leaving one opening: each stops against the other, at the other's end.
+    t = _bars((100, 20, 60, 110, 5), (100, 20, 140, 110, 5))
+    assert len(t) == 2
+    assert not hidden_end_flags(t).any()
+
+
+def test_hidden_end_flags_on_the_table_fixture(table):
+    # 1-px label lines: no end stops against another hair's side.
+    assert hidden_end_flags(table).shape == (6, 2)
+    assert not hidden_end_flags(table).any()
+    assert hidden_end_flags(HairTable.empty(SHAPE)).shape == (0, 2)
+
+
 def test_field_mask_edge_counts_as_border(table):
     field = np.ones(SHAPE, bool)
     field[:, 140:] = False  # hair 1 now starts outside the field
@@ -182,7 +229,7 @@ def test_classify_widths_and_cutoffs():
 def test_to_dict_round_trips_json(table):
     result = summarize(table, np.ones(SHAPE, bool), Calibration(5.0, "given"), source="x.jpg")
     data = json.loads(result.to_json())
-    assert data["schema_version"] == "1.1"
+    assert data["schema_version"] == "1.2"
     assert data["metrics"]["hair_count"] == 4
     assert data["calibration"] == {
         "um_per_px": 5.0,
@@ -192,6 +239,7 @@ def test_to_dict_round_trips_json(table):
     }
     assert [h["counted"] for h in data["hairs"]] == [True, True, False, False, True, True]
     assert data["hairs"][0]["hair_class"] == "vellus"
+    assert data["hairs"][0]["end_a_hidden"] is False
     assert data["hairs"][0]["width_um"] == pytest.approx(25.0)
     assert set(result.summary()) == set(SUMMARY_COLUMNS)
 

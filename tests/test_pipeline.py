@@ -37,24 +37,27 @@ def result(render) -> trichoscan.Analysis:
 
 
 def test_counts_and_widths_match_truth():
-    """Pooled over three plain renders, the classical pipeline's counts are within 20-25 %.
+    """On three plain renders the classical pipeline's exit counts are off by at most 16
+    hairs in all (per photo, summed), and pooled within 25-30 %.
 
-    Tolerances document today's accuracy on easy scenes (renderer 1.1.0, measured: 42 of
-    49 exit-rule hairs, 63 of 79 visible: the hairs of a unit now lie side by side, and a
-    mask cannot show a hair hidden along another; widths about 5 µm narrow). The pooled
-    sum hides per-photo errors of 30-45 % in both directions (exit 18/13, 13/19, 11/17):
-    the README's benchmark has the full picture. History: 43/49 and 66/79 before the
-    colour pass measured against the skin without the dark hairs (40/49, 64/79) and
-    slivers were dropped (42/49, 63/79); on 200 development renders those two changes
-    took the mean exit-count bias from +29.6 % to +9.9 % and the median visible-count
-    error from 26.8 % to 25.0 %.
+    Tolerances document today's accuracy on easy scenes (renderer 1.1.0, measured: exit
+    14/13, 13/19, 10/17, so 14 hairs off per photo and 37 of 49 pooled; 63 of 79 visible:
+    the hairs of a unit lie side by side, and a mask cannot show a hair hidden along
+    another; widths about 4 µm narrow). The README's benchmark has the full picture.
+    History: before exit ends stopping against another hair's side were treated as unseen
+    (``metrics.hidden_end_flags``), seed 8's crossing long hairs gave 18/13, and the pooled
+    42 of 49 hid 17 hairs off per photo; earlier, 43/49 and 66/79 before the colour pass
+    measured against the skin without the dark hairs (40/49, 64/79) and slivers were
+    dropped (42/49, 63/79).
     """
-    true_exit = found_exit = true_visible = found_visible = 0
+    true_exit = found_exit = true_visible = found_visible = per_photo_off = 0
     true_widths, found_widths, true_area, found_area = [], [], 0.0, 0.0
     for seed in (8, 9, 10):
         render = synth.render(seed, PLAIN)
         result = trichoscan.analyze(render.image, calibration=4.0, segmenter="classical")
-        true_exit += sum(h.counted_exit for h in render.hairs)
+        photo_true = sum(h.counted_exit for h in render.hairs)
+        per_photo_off += abs(result.hair_count - photo_true)
+        true_exit += photo_true
         true_visible += sum(h.counted_visible for h in render.hairs)
         found_exit += result.hair_count
         found_visible += result.visible_hair_count
@@ -63,9 +66,10 @@ def test_counts_and_widths_match_truth():
         true_area += render.truth_dict()["field_area_cm2"]
         found_area += result.field_area_cm2
     assert true_exit >= 40
-    assert found_exit == pytest.approx(true_exit, rel=0.2)
+    assert per_photo_off <= 16
+    assert found_exit == pytest.approx(true_exit, rel=0.25)
     assert found_visible == pytest.approx(true_visible, rel=0.25)
-    assert found_exit / found_area == pytest.approx(true_exit / true_area, rel=0.2)
+    assert found_exit / found_area == pytest.approx(true_exit / true_area, rel=0.3)
     assert np.mean(found_widths) == pytest.approx(np.mean(true_widths), abs=25.0)
 
 

@@ -4,7 +4,9 @@ Counting rules decide which hairs belong to the field:
 
 ``"exit"`` (default)
     the hair's exit point (follicle end) lies in the field. Stubs entering from outside
-    are not counted, so density does not depend on hair length.
+    are not counted, so density does not depend on hair length. An exit end that stops
+    against the side of another hair's shaft (:func:`hidden_end_flags`: a crossing the
+    counting core did not resolve) is treated like one cut by the field's edge.
 ``"inside"``
     the whole visible hair lies in the field (the FDU labels' convention).
 ``"visible"``
@@ -45,13 +47,14 @@ __all__ = [
     "Analysis",
     "SUMMARY_COLUMNS",
     "end_cut_flags",
+    "hidden_end_flags",
     "width_cut_flags",
     "counted_by_rule",
     "summarize",
     "classify_widths",
 ]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 COUNT_RULES = ("exit", "inside", "visible")
 CountRule = Literal["exit", "inside", "visible"]
 HairClass = Literal["vellus", "intermediate", "terminal"]
@@ -157,6 +160,78 @@ def end_cut_flags(hairs: HairTable, field: np.ndarray, margin_px: float = 2.0) -
     return cut
 
 
+def _end_directions(hairs: HairTable) -> tuple[np.ndarray, np.ndarray]:
+    """Outward unit vector (n, 2, 2) at both ends, and whether it is defined (n, 2).
+
+    The direction runs from the centre-line point about one width in from the end to the
+    end itself, so the last pixel's wobble does not set it.
+    """
+    n = len(hairs)
+    out = np.zeros((n, 2, 2))
+    for i, path in enumerate(hairs.paths):
+        if path.shape[0] < 2:
+            continue
+        k = int(min(path.shape[0] - 1, max(2, round(float(hairs.width_px[i])))))
+        out[i, 0] = path[0] - path[k]
+        out[i, 1] = path[-1] - path[-1 - k]
+    norm = np.hypot(out[..., 0], out[..., 1])
+    ok = norm > 1e-6
+    out[ok] /= norm[ok][:, None]
+    return out, ok
+
+
+def hidden_end_flags(
+    hairs: HairTable, reach_px: float = 10.0, end_gap_widths: float = 2.0
+) -> np.ndarray:
+    """Whether each end of each hair stops against the side of another hair's shaft.
+
+    Such an end is usually no end at all: the hair goes on under (or over) the other one
+    and the counting core did not pair its two sides across the crossing, so the piece's
+    true exit may lie anywhere along the hidden rest. For the ``"exit"`` rule it is
+    treated like an end cut by the field's edge. An end is hidden when, walking out of it
+    along its direction from half its width plus 1 px to ``reach_px`` beyond that, the
+    first pixel of another hair belongs to a hair none of whose ends lies within
+    ``end_gap_widths * (w_i + w_j) + 3`` px (``w``: widths) of it. Ends that meet other
+    hairs' ends (the V of one follicular unit, whose shared end is a real exit) stay
+    visible.
+
+    Returns
+    -------
+    (n, 2) bool
+        Column 0 for end a, column 1 for end b.
+    """
+    n = len(hairs)
+    hidden = np.zeros((n, 2), dtype=bool)
+    if n < 2:
+        return hidden
+    labels = np.asarray(hairs.labels)
+    h, w = labels.shape
+    width = np.maximum(np.asarray(hairs.width_px, dtype=float), 1.0)
+    ends = np.stack([hairs.end_a_xy, hairs.end_b_xy], axis=1)  # (n, 2, 2)
+    out, ok = _end_directions(hairs)
+    # Probe points: (n, 2 ends, k steps).
+    steps = np.arange(1.0, reach_px + 1.0)
+    dist = 0.5 * width[:, None, None] + steps[None, None, :]
+    px = np.rint(ends[..., 0, None] + out[..., 0, None] * dist).astype(int)
+    py = np.rint(ends[..., 1, None] + out[..., 1, None] * dist).astype(int)
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    hit = np.where(inside, labels[np.clip(py, 0, h - 1), np.clip(px, 0, w - 1)], 0)
+    # Off the image, the walk stops: nothing beyond counts.
+    hit[np.cumsum(~inside, axis=-1) > 0] = 0
+    own = np.asarray(hairs.hair_id)[:, None, None]
+    other = (hit > 0) & (hit != own)
+    first = np.argmax(other, axis=-1)
+    found = other.any(axis=-1) & ok
+    row = np.searchsorted(
+        np.asarray(hairs.hair_id), np.take_along_axis(hit, first[..., None], -1)[..., 0]
+    )
+    row = np.clip(row, 0, n - 1)
+    gap = np.hypot(*(ends[row] - ends[:, :, None, :]).transpose(3, 0, 1, 2)).min(axis=-1)
+    allowed = end_gap_widths * (width[:, None] + width[row]) + 3.0
+    hidden[found] = gap[found] > allowed[found]
+    return hidden
+
+
 def width_cut_flags(hairs: HairTable, field: np.ndarray) -> np.ndarray:
     """Whether each hair's width is unmeasurable because it runs along the field's edge.
 
@@ -182,11 +257,15 @@ def width_cut_flags(hairs: HairTable, field: np.ndarray) -> np.ndarray:
     return contact_per_hair > 1.5 * hairs.width_px + 2.0
 
 
-def counted_by_rule(hairs: HairTable, end_cut: np.ndarray, rule: str) -> np.ndarray:
+def counted_by_rule(
+    hairs: HairTable, end_cut: np.ndarray, rule: str, end_hidden: np.ndarray | None = None
+) -> np.ndarray:
     """Boolean per hair: does the counting ``rule`` count it in this field?
 
-    With the ``"exit"`` rule a hair whose exit end is unknown counts when neither end is
-    cut, or when exactly one is (the exit stage normally decides every hair).
+    With the ``"exit"`` rule a hair counts when its exit end is neither cut by the field's
+    edge nor hidden against another hair (``end_hidden``, see :func:`hidden_end_flags`);
+    a hair whose exit end is unknown counts unless both ends are cut or hidden (the exit
+    stage normally decides every hair). The other rules ignore ``end_hidden``.
     """
     if rule not in COUNT_RULES:
         raise InputError(f"count_rule must be one of {COUNT_RULES}, got {rule!r}")
@@ -195,10 +274,11 @@ def counted_by_rule(hairs: HairTable, end_cut: np.ndarray, rule: str) -> np.ndar
         return np.ones(n, dtype=bool)
     if rule == "inside":
         return ~end_cut.any(axis=1)
+    unseen = end_cut if end_hidden is None else end_cut | end_hidden
     exit_end = hairs.exit_end
-    exit_cut = np.where(exit_end == "a", end_cut[:, 0], end_cut[:, 1])
+    exit_cut = np.where(exit_end == "a", unseen[:, 0], unseen[:, 1])
     unknown = exit_end == "?"
-    exit_cut[unknown] = end_cut[unknown].all(axis=1)
+    exit_cut[unknown] = unseen[unknown].all(axis=1)
     return ~exit_cut
 
 
@@ -240,6 +320,7 @@ class Analysis:
     hairs: HairTable = field(repr=False)
     counted: np.ndarray = field(repr=False)
     end_cut: np.ndarray = field(repr=False)
+    end_hidden: np.ndarray = field(repr=False)
     width_cut: np.ndarray = field(repr=False)
     mask: np.ndarray = field(repr=False)
     field_mask: np.ndarray = field(repr=False)
@@ -299,6 +380,8 @@ class Analysis:
             rec["counted"] = bool(self.counted[i])
             rec["end_a_cut"] = bool(self.end_cut[i, 0])
             rec["end_b_cut"] = bool(self.end_cut[i, 1])
+            rec["end_a_hidden"] = bool(self.end_hidden[i, 0])
+            rec["end_b_hidden"] = bool(self.end_hidden[i, 1])
             rec["width_cut"] = bool(self.width_cut[i])
             rec["hair_class"] = None if classes is None else str(classes[i])
         metrics = self.summary()
@@ -405,9 +488,10 @@ def summarize(
     field_mask = np.asarray(field_mask, dtype=bool)
     hairs = hairs.with_scale(calibration.um_per_px)
     end_cut = end_cut_flags(hairs, field_mask)
+    end_hidden = hidden_end_flags(hairs)
     width_cut = width_cut_flags(hairs, field_mask)
     bundle = np.maximum(hairs.bundle_size, 1).astype(int)
-    by_rule = {rule: counted_by_rule(hairs, end_cut, rule) for rule in COUNT_RULES}
+    by_rule = {rule: counted_by_rule(hairs, end_cut, rule, end_hidden) for rule in COUNT_RULES}
     counted = by_rule[count_rule]
     hair_count = int(bundle[counted].sum())
 
@@ -484,6 +568,7 @@ def summarize(
         hairs=hairs,
         counted=counted,
         end_cut=end_cut,
+        end_hidden=end_hidden,
         width_cut=width_cut,
         mask=np.zeros(field_mask.shape, bool) if mask is None else np.asarray(mask, bool),
         field_mask=field_mask,
