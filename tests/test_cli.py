@@ -48,7 +48,7 @@ def test_analyze_writes_json_overlay_csv_and_report(photo_dir, tmp_path):
         "P1/vertex/2026-01-02/a.json",
     ]
     data = json.loads(jsons[0].read_text())
-    assert data["schema_version"] == "1.2"
+    assert data["schema_version"] == "1.3"
     assert data["calibration"]["um_per_px"] == 5.0
     assert data["metrics"]["density_per_cm2"] is not None
     assert len(list(out.rglob("*_overlay.png"))) == 2

@@ -229,7 +229,7 @@ def test_classify_widths_and_cutoffs():
 def test_to_dict_round_trips_json(table):
     result = summarize(table, np.ones(SHAPE, bool), Calibration(5.0, "given"), source="x.jpg")
     data = json.loads(result.to_json())
-    assert data["schema_version"] == "1.2"
+    assert data["schema_version"] == "1.3"
     assert data["metrics"]["hair_count"] == 4
     assert data["calibration"] == {
         "um_per_px": 5.0,

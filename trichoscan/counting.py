@@ -34,7 +34,9 @@ class HairTable:
         1-based id; equals the hair's value in ``labels``.
     length_px, width_px, width_sd_px : (n,) float64
         Centre-line length including tip offsets, mean width (mask area / length, junction
-        zones excluded) and the SD of the width along the hair, in pixels.
+        zones excluded) and the SD of the width along the hair, in pixels. The pipeline
+        replaces the mask width by the photo's cross-profile width where it can measure
+        one (:mod:`trichoscan.profiles`; ``Analysis.width_from_photo`` says where).
     end_a_xy, end_b_xy : (n, 2) float64
         The two ends of the hair's centre line, (x, y) in pixels.
     exit_end : (n,) <U1
@@ -95,6 +97,13 @@ class HairTable:
         if exit_end.shape != (len(self),) or not np.isin(exit_end, ["a", "b", "?"]).all():
             raise ValueError("exit_end must be one of 'a', 'b', '?' per hair")
         return replace(self, exit_end=exit_end)
+
+    def with_widths(self, width_px: np.ndarray) -> HairTable:
+        """Return a copy with ``width_px`` replaced (e.g. by widths measured on the photo)."""
+        width_px = np.asarray(width_px, dtype=np.float64)
+        if width_px.shape != (len(self),) or not np.isfinite(width_px).all():
+            raise ValueError("width_px must hold one finite width per hair")
+        return replace(self, width_px=width_px)
 
     def select(self, keep: np.ndarray) -> HairTable:
         """Return a table of the rows where ``keep`` is True, ids renumbered 1..k.

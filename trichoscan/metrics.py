@@ -54,7 +54,7 @@ __all__ = [
     "classify_widths",
 ]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 COUNT_RULES = ("exit", "inside", "visible")
 CountRule = Literal["exit", "inside", "visible"]
 HairClass = Literal["vellus", "intermediate", "terminal"]
@@ -321,6 +321,7 @@ class Analysis:
     counted: np.ndarray = field(repr=False)
     end_cut: np.ndarray = field(repr=False)
     end_hidden: np.ndarray = field(repr=False)
+    width_from_photo: np.ndarray = field(repr=False)
     width_cut: np.ndarray = field(repr=False)
     mask: np.ndarray = field(repr=False)
     field_mask: np.ndarray = field(repr=False)
@@ -382,6 +383,7 @@ class Analysis:
             rec["end_b_cut"] = bool(self.end_cut[i, 1])
             rec["end_a_hidden"] = bool(self.end_hidden[i, 0])
             rec["end_b_hidden"] = bool(self.end_hidden[i, 1])
+            rec["width_source"] = "photo" if self.width_from_photo[i] else "mask"
             rec["width_cut"] = bool(self.width_cut[i])
             rec["hair_class"] = None if classes is None else str(classes[i])
         metrics = self.summary()
@@ -463,6 +465,7 @@ def summarize(
     calibration: Calibration,
     *,
     mask: np.ndarray | None = None,
+    width_from_photo: np.ndarray | None = None,
     count_rule: str = "exit",
     cutoffs: WidthCutoffs | None = None,
     segmenter: SegmenterInfo | None = None,
@@ -479,6 +482,9 @@ def summarize(
         The analysed field; its area is the density's denominator.
     calibration : Calibration
         Scale; unknown scale leaves µm/cm² metrics ``None``.
+    width_from_photo : (n,) bool, optional
+        Which hairs' ``width_px`` was measured on the photo rather than the mask (recorded
+        per hair as ``width_source``); none when omitted.
     count_rule : {'exit', 'inside', 'visible'}
         Which hairs count (see module docstring).
     """
@@ -569,6 +575,11 @@ def summarize(
         counted=counted,
         end_cut=end_cut,
         end_hidden=end_hidden,
+        width_from_photo=(
+            np.zeros(len(hairs), dtype=bool)
+            if width_from_photo is None
+            else np.asarray(width_from_photo, dtype=bool)
+        ),
         width_cut=width_cut,
         mask=np.zeros(field_mask.shape, bool) if mask is None else np.asarray(mask, bool),
         field_mask=field_mask,

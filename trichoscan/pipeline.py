@@ -29,6 +29,7 @@ from .preprocess import (
     local_skin_colour,
     prepare,
 )
+from .profiles import profile_widths
 from .segmentation import resolve_segmenter_name, segment_classical
 
 __all__ = ["PipelineConfig", "Pipeline", "analyze", "segment"]
@@ -226,6 +227,11 @@ class PipelineConfig:
         Thin holes up to this wide between touching hairs are filled before counting
         (:func:`trichoscan.preprocess.fill_slits`), so that a side-by-side pair is one
         shaft of bundle size 2 rather than a ladder of fragments; 0 turns it off.
+    photo_widths : bool
+        Measure each hair's width on the photo, as the full width at half maximum of its
+        colour contrast across the shaft (:func:`trichoscan.profiles.profile_widths`),
+        where clean cross-sections allow; other hairs keep their mask width. ``False``
+        keeps every mask width (the segmenter's edge placement then sets the widths).
     """
 
     segmenter: str = "auto"
@@ -243,6 +249,7 @@ class PipelineConfig:
     sliver_max_length_widths: float = 4.0
     bridge_gap_px: int = OVERLAY_GAP_PX
     slit_gap_px: float = 2.0
+    photo_widths: bool = True
 
     def __post_init__(self) -> None:
         if self.count_rule not in COUNT_RULES:
@@ -265,6 +272,7 @@ class PipelineConfig:
             "sliver_max_length_widths": self.sliver_max_length_widths,
             "bridge_gap_px": self.bridge_gap_px,
             "slit_gap_px": self.slit_gap_px,
+            "photo_widths": self.photo_widths,
         }
 
 
@@ -427,6 +435,11 @@ class Pipeline:
         hairs, mask = self._drop_slivers(hairs, mask)
         hairs, mask = _drop_bubble_rims(hairs, mask, prepared.bubbles)
         hairs = assign_exit_ends(hairs, prepared.rgb, prepared.field).hairs
+        width_from_photo = np.zeros(len(hairs), dtype=bool)
+        if self.config.photo_widths:
+            photo = profile_widths(hairs, prepared.rgb, prepared.field)
+            width_from_photo = photo.measured
+            hairs = hairs.with_widths(np.where(width_from_photo, photo.width_px, hairs.width_px))
         if source is None and isinstance(image, str | Path):
             source = str(image)
         return summarize(
@@ -434,6 +447,7 @@ class Pipeline:
             prepared.field,
             cal,
             mask=mask,
+            width_from_photo=width_from_photo,
             count_rule=rule,
             cutoffs=self.config.cutoffs,
             segmenter=segmenter,
