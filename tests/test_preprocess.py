@@ -225,6 +225,28 @@ def test_unknown_style_bar_masked_but_not_read(level):
     assert read_scale_bar(img) is None
 
 
+@pytest.mark.parametrize("level", [0.15, 0.97])
+def test_short_armed_bar_at_a_coarse_scale_masked_with_its_label(level):
+    """A 1 mm bar at 8 µm/px: 125 px long, its vertical arm 44 px, shorter than a lone
+    drawn line must be (a tenth of the short side, 51 px); as the arm of an L it counts,
+    and the label box past the free end leaves the field too."""
+    img = _scalp(h=512, w=640, seed=24, hairs=0)
+    cv2.line(img, (60, 440), (185, 440), (level,) * 3, 1, cv2.LINE_AA)
+    cv2.line(img, (60, 440), (60, 396), (level,) * 3, 1, cv2.LINE_AA)
+    img[432:446, 190:240] = 0.16
+    f = find_field(img)
+    assert not f[440, 60:185].any()
+    assert not f[400:440, 60].any()
+    assert not f[434:444, 192:238].any()  # label box
+    assert f[300, 400] and f[400:430, 100:180].all()  # inside the L is scalp
+
+
+def test_short_lone_straight_line_stays_in_the_field():
+    img = _scalp(h=512, w=640, seed=25, hairs=0)
+    cv2.line(img, (300, 200), (300, 245), (0.15,) * 3, 1, cv2.LINE_AA)  # 45 px, no L
+    assert find_field(img)[200:246, 298:303].all()
+
+
 def test_axis_aligned_hair_is_not_a_drawn_line():
     img = _scalp(h=600, w=800, seed=23, hairs=0)
     cv2.line(img, (100, 300), (500, 300), (0.12, 0.1, 0.1), 9)  # a thick straight hair

@@ -543,7 +543,9 @@ def scan_overlays(gray: np.ndarray) -> tuple[ScaleBar | None, np.ndarray]:
     combination hairs practically never show. Masking all of them keeps scale bars of
     unknown style (whose label cannot be read) out of the analysed field. Where two such
     lines form an "L", the region past the horizontal arm's free end (where bars put their
-    label) is masked too.
+    label) is masked too; an arm of an L may be as short as a scale bar's shortest arm
+    (``_bar_min_len``), since a 1 mm bar at a coarse scale (8 µm/px) has a vertical arm of
+    only ~45 px.
 
     Parameters
     ----------
@@ -568,32 +570,51 @@ def scan_overlays(gray: np.ndarray) -> tuple[ScaleBar | None, np.ndarray]:
     min_len = max(40, int(0.1 * min(h, w)))
     for d, horiz, vert in (
         (gray, dark_h, dark_v),
-        (light, _thin_lines(light, False, min_len), _thin_lines(light, True, min_len)),
+        (light, _thin_lines(light, False, bar_len), _thin_lines(light, True, bar_len)),
     ):
-        horiz = [ln for ln in horiz if ln.thick <= 4 and ln.length >= min_len]
-        vert = [ln for ln in vert if ln.thick <= 4 and ln.length >= min_len]
-        _mask_lines(out, d, horiz, vert)
+        horiz = [ln for ln in horiz if ln.thick <= 4]
+        vert = [ln for ln in vert if ln.thick <= 4]
+        _mask_lines(out, d, horiz, vert, min_len)
     if bar is not None:
         out |= bar.mask((h, w))
     return bar, out
 
 
-def _mask_lines(out: np.ndarray, d: np.ndarray, horiz: list[_Line], vert: list[_Line]) -> None:
-    """Mark drawn lines (padded) and the label region of any "L" they form in ``out``."""
+def _mask_lines(
+    out: np.ndarray, d: np.ndarray, horiz: list[_Line], vert: list[_Line], min_len: int
+) -> None:
+    """Mark drawn lines (padded) and the label region of any "L" they form in ``out``.
+
+    Lines of at least ``min_len`` are masked on their own; shorter ones only as an arm of
+    an "L" (a lone short straight line may be a hair).
+    """
     pad = 3
-    for ln in horiz:
+
+    def mark_h(ln: _Line) -> None:
         y = int(round(ln.pos))
         out[max(0, y - pad - 1) : y + pad + 2, max(0, ln.lo - pad) : ln.hi + pad + 1] = True
-    for ln in vert:
+
+    def mark_v(ln: _Line) -> None:
         x = int(round(ln.pos))
         out[max(0, ln.lo - pad) : ln.hi + pad + 1, max(0, x - pad - 1) : x + pad + 2] = True
+
+    for ln in horiz:
+        if ln.length >= min_len:
+            mark_h(ln)
+    for ln in vert:
+        if ln.length >= min_len:
+            mark_v(ln)
     for hl in horiz:
         for vl in vert:
+            if max(hl.length, vl.length) < min_len:
+                continue
             left = _reaches(d, hl, hl.lo, vl.pos, False)
             right = _reaches(d, hl, hl.hi, vl.pos, False)
             corner = _reaches(d, vl, vl.hi, hl.pos, True) or _reaches(d, vl, vl.lo, hl.pos, True)
             if not (left or right) or not corner:
                 continue
+            mark_h(hl)
+            mark_v(vl)
             n = hl.length
             y0, y1 = int(hl.pos - 0.12 * n), int(hl.pos + 0.06 * n) + 1
             if left:
