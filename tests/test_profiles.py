@@ -128,3 +128,22 @@ def test_no_hairs_and_mismatched_inputs():
         profile_widths(hairs, rgb[..., 0], _field())
     with pytest.raises(InputError):
         profile_widths(hairs, rgb, _field()[:-1])
+
+
+def test_masked_percentile_matches_numpy():
+    from trichoscan.profiles import _masked_percentile
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(300, 41))
+    keep = rng.uniform(size=values.shape) < 0.3
+    keep[:4] = False  # rows with nothing kept give NaN
+    keep[4:8] = False
+    keep[4:8, 7] = True  # a single kept sample is its own percentile
+    has = keep.any(axis=1)
+    for q in (0.0, 50.0, 90.0, 100.0):
+        expected = np.full(values.shape[0], np.nan)
+        expected[has] = np.nanpercentile(np.where(keep, values, np.nan)[has], q, axis=1)
+        got = _masked_percentile(values, keep, q)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.isnan(got[:4]).all()
+    np.testing.assert_array_equal(got[4:8], values[4:8, 7])

@@ -149,9 +149,11 @@ def profile_widths(hairs: HairTable, rgb: np.ndarray, field: np.ndarray) -> Prof
     left, right = skin & (offset < 0), skin & (offset > 0)
     n_left, n_right = left.sum(axis=1), right.sum(axis=1)
     usable = (n_left >= 3) & (n_right >= 3)
+    # Mean skin colour on each side (einsum: no (S, T, 3) temporaries).
+    left_rgb = np.einsum("st,stc->sc", left.astype(np.float32), prof)
+    right_rgb = np.einsum("st,stc->sc", right.astype(np.float32), prof)
     skin_rgb = 0.5 * (
-        (prof * left[..., None]).sum(axis=1) / np.maximum(n_left, 1)[:, None]
-        + (prof * right[..., None]).sum(axis=1) / np.maximum(n_right, 1)[:, None]
+        left_rgb / np.maximum(n_left, 1)[:, None] + right_rgb / np.maximum(n_right, 1)[:, None]
     )
     contrast = np.sqrt(((prof - skin_rgb[:, None, :]) ** 2).sum(axis=-1))  # (S, T)
     core = np.abs(offset) <= mask_width / 2
@@ -199,12 +201,23 @@ def _sections(hairs: HairTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _masked_percentile(values: np.ndarray, keep: np.ndarray, q: float) -> np.ndarray:
-    """Per-row percentile of ``values`` where ``keep`` (NaN for rows with none kept)."""
-    masked = np.where(keep, values, np.nan)
+    """Per-row percentile of ``values`` where ``keep`` (NaN for rows with none kept).
+
+    The same linear interpolation as ``np.nanpercentile``, vectorised over rows (which
+    ``nanpercentile`` with an axis is not: it loops in Python, ~0.3 ms per row).
+    """
     out = np.full(values.shape[0], np.nan)
-    has = keep.any(axis=1)
-    if has.any():
-        out[has] = np.nanpercentile(masked[has], q, axis=1)
+    k = np.count_nonzero(keep, axis=1)
+    has = k > 0
+    if not has.any():
+        return out
+    ordered = np.sort(np.where(keep[has], values[has], np.inf), axis=1)
+    position = (q / 100.0) * (k[has] - 1)
+    lo = np.floor(position).astype(np.intp)
+    hi = np.minimum(lo + 1, k[has] - 1)
+    rows = np.arange(lo.shape[0])
+    below, above = ordered[rows, lo], ordered[rows, hi]
+    out[has] = below + (position - lo) * (above - below)
     return out
 
 
