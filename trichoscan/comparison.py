@@ -1374,7 +1374,7 @@ def phototrichogram_measured(
                 continue
             ends = (b.hairs.end_a_xy[i], b.hairs.end_b_xy[i])
             r_xy, t_xy = np.asarray(ends[root], float), np.asarray(ends[1 - root], float)
-            wid = float(b.hairs.width_px[i])
+            wid = float(b.hairs.edge_width_px[i])
             lb, ok_b, _ = _trace_shaft(mask_b, dist_b, r_xy, t_xy - r_xy, wid, None)
             # The follicle stays put: follow the shaft from the mapped root on the after mask.
             ra = _apply(reg.matrix, r_xy[None])[0]

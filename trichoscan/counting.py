@@ -53,6 +53,10 @@ class HairTable:
         Ordered centre line of each hair from end a to end b, (x, y) in pixels.
     um_per_px : float or None
         Scale, when known; enables the µm columns.
+    mask_width_px : (n,) float64 or None
+        The mask width, kept when ``width_px`` was replaced (:meth:`with_widths`); ``None``
+        while ``width_px`` is the mask width. Rules about the mask's geometry (cut ends,
+        hidden ends, tracing a shaft on the mask) use :attr:`edge_width_px`.
     """
 
     hair_id: np.ndarray
@@ -67,6 +71,7 @@ class HairTable:
     labels: np.ndarray = field(repr=False)
     paths: tuple[np.ndarray, ...] = field(repr=False)
     um_per_px: float | None = None
+    mask_width_px: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.hair_id.shape[0])
@@ -80,6 +85,11 @@ class HairTable:
     def width_um(self) -> np.ndarray | None:
         """Mean width in µm, or ``None`` without scale."""
         return None if self.um_per_px is None else self.width_px * self.um_per_px
+
+    @property
+    def edge_width_px(self) -> np.ndarray:
+        """(n,) width of each hair's mask: the geometry of the mask and centre line."""
+        return self.width_px if self.mask_width_px is None else self.mask_width_px
 
     @property
     def exit_xy(self) -> np.ndarray:
@@ -103,7 +113,7 @@ class HairTable:
         width_px = np.asarray(width_px, dtype=np.float64)
         if width_px.shape != (len(self),) or not np.isfinite(width_px).all():
             raise ValueError("width_px must hold one finite width per hair")
-        return replace(self, width_px=width_px)
+        return replace(self, width_px=width_px, mask_width_px=self.edge_width_px)
 
     def select(self, keep: np.ndarray) -> HairTable:
         """Return a table of the rows where ``keep`` is True, ids renumbered 1..k.
@@ -128,6 +138,7 @@ class HairTable:
             exit_end=self.exit_end[keep],
             unit_id=self.unit_id[keep],
             bundle_size=self.bundle_size[keep],
+            mask_width_px=None if self.mask_width_px is None else self.mask_width_px[keep],
             labels=lut[self.labels],
             paths=tuple(p for p, k in zip(self.paths, keep, strict=True) if k),
         )

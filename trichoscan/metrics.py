@@ -151,7 +151,7 @@ def end_cut_flags(hairs: HairTable, field: np.ndarray, margin_px: float = 2.0) -
     padded = np.pad(field.astype(np.uint8), 1)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     h, w = field.shape
-    limit = hairs.width_px / 2.0 + margin_px
+    limit = hairs.edge_width_px / 2.0 + margin_px
     cut = np.zeros((n, 2), dtype=bool)
     for col, ends in enumerate((hairs.end_a_xy, hairs.end_b_xy)):
         x = np.clip(np.rint(ends[:, 0]).astype(int), 0, w - 1)
@@ -171,7 +171,7 @@ def _end_directions(hairs: HairTable) -> tuple[np.ndarray, np.ndarray]:
     for i, path in enumerate(hairs.paths):
         if path.shape[0] < 2:
             continue
-        k = int(min(path.shape[0] - 1, max(2, round(float(hairs.width_px[i])))))
+        k = int(min(path.shape[0] - 1, max(2, round(float(hairs.edge_width_px[i])))))
         out[i, 0] = path[0] - path[k]
         out[i, 1] = path[-1] - path[-1 - k]
     norm = np.hypot(out[..., 0], out[..., 1])
@@ -206,7 +206,7 @@ def hidden_end_flags(
         return hidden
     labels = np.asarray(hairs.labels)
     h, w = labels.shape
-    width = np.maximum(np.asarray(hairs.width_px, dtype=float), 1.0)
+    width = np.maximum(np.asarray(hairs.edge_width_px, dtype=float), 1.0)
     ends = np.stack([hairs.end_a_xy, hairs.end_b_xy], axis=1)  # (n, 2, 2)
     out, ok = _end_directions(hairs)
     # Probe points: (n, 2 ends, k steps).
@@ -254,7 +254,7 @@ def width_cut_flags(hairs: HairTable, field: np.ndarray) -> np.ndarray:
     labels = hairs.labels[edge]
     contact = np.bincount(labels[labels > 0], minlength=int(hairs.labels.max()) + 1)
     contact_per_hair = contact[hairs.hair_id]
-    return contact_per_hair > 1.5 * hairs.width_px + 2.0
+    return contact_per_hair > 1.5 * hairs.edge_width_px + 2.0
 
 
 def counted_by_rule(
