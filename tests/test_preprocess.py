@@ -208,15 +208,29 @@ def test_scale_bar_masked_from_field():
     assert f[300, 450]
 
 
+def _draw_renderer_bar(
+    img: np.ndarray,
+    corner: tuple[int, int],
+    length: int,
+    v_arm: int,
+    level: float,
+    *,
+    label: tuple[slice, slice],
+) -> None:
+    """The renderer's scale bar style: a 1-px L (horizontal arm ``length``, vertical arm
+    ``v_arm`` going up from ``corner``), dark or light, and a dark label box."""
+    x, y = corner
+    cv2.line(img, (x, y), (x + length, y), (level,) * 3, 1, cv2.LINE_AA)
+    cv2.line(img, (x, y), (x, y - v_arm), (level,) * 3, 1, cv2.LINE_AA)
+    img[label] = 0.16
+
+
 @pytest.mark.parametrize("level", [0.15, 0.97])
 def test_unknown_style_bar_masked_but_not_read(level):
     from trichoscan.calibration import read_scale_bar
 
     img = _scalp(h=600, w=800, seed=22, hairs=0)
-    # The renderer's style: 1-px L with a short vertical arm, dark or light, label box.
-    cv2.line(img, (60, 520), (360, 520), (level,) * 3, 1, cv2.LINE_AA)
-    cv2.line(img, (60, 520), (60, 415), (level,) * 3, 1, cv2.LINE_AA)
-    img[505:530, 366:420] = 0.16
+    _draw_renderer_bar(img, (60, 520), 300, 105, level, label=(slice(505, 530), slice(366, 420)))
     f = find_field(img)
     assert not f[520, 60:360].any()
     assert not f[420:520, 60].any()
@@ -231,9 +245,7 @@ def test_short_armed_bar_at_a_coarse_scale_masked_with_its_label(level):
     drawn line must be (a tenth of the short side, 51 px); as the arm of an L it counts,
     and the label box past the free end leaves the field too."""
     img = _scalp(h=512, w=640, seed=24, hairs=0)
-    cv2.line(img, (60, 440), (185, 440), (level,) * 3, 1, cv2.LINE_AA)
-    cv2.line(img, (60, 440), (60, 396), (level,) * 3, 1, cv2.LINE_AA)
-    img[432:446, 190:240] = 0.16
+    _draw_renderer_bar(img, (60, 440), 125, 44, level, label=(slice(432, 446), slice(190, 240)))
     f = find_field(img)
     assert not f[440, 60:185].any()
     assert not f[400:440, 60].any()
